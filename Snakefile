@@ -1,0 +1,34 @@
+# mlff2d: machine-learned force fields for 2D materials (see README.md).
+# The campaign, stage by stage; each stage is one file in workflow/rules/ and one module of
+# the mlff2d package (workflow/mlff2d/), called through its command line.
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, f"{workflow.basedir}/workflow")
+from mlff2d.config import validate_config  # noqa: E402
+
+
+# config/config.yaml is the default; a --configfile replaces it (never merged into it).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
+
+validate_config(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True
+
+
+onsuccess:
+    print(campaign_summary())

@@ -1,0 +1,74 @@
+"""The config schema: every field described with a default; wrong keys and types are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlff2d.config import ConfigError, fmt_float, load_config, load_schema, validate_config
+
+
+def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, sub in schema.get("properties", {}).items():
+        out.append((f"{path}{name}", sub))
+        out += walk(sub, f"{path}{name}.")
+        if "items" in sub:
+            out += walk(sub["items"], f"{path}{name}[].")
+    return out
+
+
+def test_every_field_has_description_and_default() -> None:
+    fields = walk(load_schema())
+    assert len(fields) > 25
+    for name, sub in fields:
+        assert sub.get("description"), f"{name} has no description"
+        required = name.startswith("data.sources[].") and name.split(".")[-1] in ("path", "format")
+        assert required or "default" in sub, f"{name} has no default"
+
+
+def test_defaults_are_the_study() -> None:
+    config = validate_config({})
+    assert config["outliers"]["max_sites"] == 20
+    assert config["outliers"]["stress_max_kbar"] == 500.0
+    assert config["selection"]["e_cuts"] == [0.001, 0.01, 0.02, 1000000.0]
+    assert config["selection"]["fallback"] == [0.0, 0.5, 1.0]
+    assert config["splits"] == {"90-5-5": [0.90, 0.05, 0.05], "80-10-10": [0.80, 0.10, 0.10]}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"outliers": {"max_site": 3}}, r"unknown config key 'outliers\.max_site'"),
+        ({"selection": {"e_cuts": ["1e-3"]}}, r"'selection\.e_cuts\.0': '1e-3' is not of type 'number'"),
+        ({"data": {"sources": [{"path": "x", "format": "cif"}]}}, r"'data\.sources\.0\.format'"),
+        ({"data": {"sources": [{"path": "x"}]}}, r"'format' is a required property"),
+        ({"outliers": {"scope": "all"}}, r"'outliers\.scope'"),
+        ({"campaign": "a b"}, r"'campaign'"),
+    ],
+)
+def test_errors_name_the_key(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_shipped_configs_validate(root: Path) -> None:
+    full = load_config(root / "config" / "config.yaml")
+    assert full["campaign"] == "thesis"
+    demo = load_config(root / "config" / "demo.yaml")
+    assert demo["campaign"] == "demo"
+
+
+def test_yaml_reads_1e_minus_3_as_string(tmp_path: Path) -> None:
+    # why the schema asks for a decimal point
+    (tmp_path / "c.yaml").write_text("selection:\n  e_cuts: [1e-3]\n")
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["selection"]["e_cuts"] == ["1e-3"]
+    with pytest.raises(ConfigError, match=r"c\.yaml: config key 'selection\.e_cuts\.0'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_fmt_float() -> None:
+    assert [fmt_float(x) for x in (0.001, 0.01, 0.02, 1000000.0, 1e-4)] == ["0.001", "0.01", "0.02", "1e6", "0.0001"]

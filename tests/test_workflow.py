@@ -1,0 +1,116 @@
+"""The Snakemake campaign: lint, a dry run of the full study config, a real run of the data
+pipeline on generated Alexandria files, and the NequIP export read by NequIP itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import pandas as pd
+import pytest
+import yaml
+
+from mlff2d.synthetic import write_alexandria
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = ("ingest", "filter_outliers", "select_steps", "split", "export", "relax_sets", "dataset_figures", "all")
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def campaign_dir(tmp_path: Path, n_materials: int, **overrides: object) -> Path:
+    """A working directory whose config/config.yaml is the study's, pointed at generated data."""
+    write_alexandria(tmp_path / "alexandria", n_materials, n_steps=8, per_file=max(1, n_materials // 3), seed=3)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["data"]["sources"][0]["path"] = str(tmp_path / "alexandria" / "*.json.bz2")
+    config.update(overrides)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def test_lint_is_clean() -> None:
+    out = snakemake(ROOT, "--lint")
+    assert out.returncode == 0, out.stderr
+    assert "Congratulations, your workflow is in a good condition" in out.stdout + out.stderr
+
+
+def test_dry_run_of_the_study_lists_every_stage(tmp_path: Path) -> None:
+    work = campaign_dir(tmp_path, 30)
+    out = snakemake(work, "-n", "--cores", "1")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    for stage in STAGES:
+        assert f"\n{stage} " in text or f"rule {stage}:" in text, f"stage {stage} missing from the dry run"
+    # 4 cutoffs x 2 splits x 3 families exports
+    assert text.count("rule export:") == 24
+
+
+def test_bad_config_stops_with_key(tmp_path: Path) -> None:
+    work = campaign_dir(tmp_path, 3)
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    cfg["outliers"]["force_maximum"] = 3.0
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(work, "-n", "--cores", "1")
+    assert out.returncode != 0
+    assert "unknown config key 'outliers.force_maximum'" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
+    work = campaign_dir(
+        tmp_path, 40, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]}
+    )
+    out = snakemake(work, "--cores", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    data = work / "results" / "e2e" / "data"
+    ledger = pd.read_csv(data / "ledger_materials.csv")
+    assert len(ledger) == 40 and set(ledger["reason"]) == {"kept"}
+    split = pd.read_csv(data / "split~80-10-10.csv")
+    assert split["split"].value_counts().to_dict() == {"train": 32, "val": 4, "test": 4}
+    # e_cut 1e6 always falls back to first, middle, last: 3 frames per material
+    fallback = ase.io.read(data / "export" / "mace" / "ecut~1e6" / "split~80-10-10" / "train.extxyz", index=":")
+    assert len(fallback) == 32 * 3
+    assert pd.read_parquet(data / "export" / "m3gnet" / "ecut~0.01" / "split~80-10-10" / "val.parquet")["energy"].lt(0).all()
+    assert len(ase.io.read(data / "relax" / "split~80-10-10" / "test_reference.extxyz", index=":")) == 4
+    for stem in ("elements", "elements_ptable", "spacegroups", "distributions", "selected_steps_per_element"):
+        assert (data / "figures" / f"{stem}.png").stat().st_size > 1000
+        assert (data / "figures" / f"{stem}.pdf").exists()
+    assert (work / "results" / "e2e" / "benchmarks" / "ingest.tsv").exists()
+    # nothing left to do on a second run
+    again = snakemake(work, "-n", "--cores", "1")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # the NequIP export loads in the nequip environment through NequIP's own ASE dataset
+    nequip_python = ROOT / ".venv" / "nequip" / "bin" / "python"
+    val = data / "export" / "nequip" / "ecut~0.01" / "split~80-10-10" / "val.extxyz"
+    ref = ase.io.read(val, index=0)
+    code = (
+        "import sys; from nequip.data.dataset import ASEDataset; "
+        f"d = ASEDataset(file_path={str(val)!r}, ase_args={{'format': 'extxyz'}}); x = d[0]; "
+        "print(len(d), float(x['total_energy']), float(x['stress'].reshape(-1)[0]))"
+    )
+    res = subprocess.run([str(nequip_python), "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    n, energy, sxx = res.stdout.split()[-3:]
+    assert int(n) == len(ase.io.read(val, index=":"))
+    assert float(energy) == pytest.approx(ref.get_potential_energy())
+    assert float(sxx) == pytest.approx(ref.get_stress()[0])
+
+
+def test_missing_data_is_named(tmp_path: Path) -> None:
+    work = campaign_dir(tmp_path, 3)
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    cfg["data"]["sources"][0]["path"] = "nowhere/*.json.bz2"
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(work, "-n", "--cores", "1")
+    assert out.returncode != 0
+    assert "data source 'nowhere/*.json.bz2' (alexandria) matches no input files" in out.stdout + out.stderr

@@ -1,0 +1,192 @@
+"""``mlff2d <stage> ...``: the command line every Snakemake rule calls (and users can run by hand).
+
+Thread counts are set before NumPy or torch are imported: ``--threads`` (default 1) sets
+OMP/OpenBLAS/MKL threads and torch's intra-op threads for the stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("mlff2d")
+
+
+def _set_threads(n: int) -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from mlff2d.ingest import Source, ingest
+
+    sources = [Source(**json.loads(s)) for s in args.source]
+    table = ingest(sources, args.frames, args.materials, min_vacuum=args.min_vacuum)
+    log.info("ingested %d materials, %d frames", len(table), int(table["n_frames"].sum()))
+
+
+def cmd_filter(args: argparse.Namespace) -> None:
+    from mlff2d.outliers import OutlierLimits, remove_outliers
+
+    limits = OutlierLimits(
+        max_sites=args.max_sites,
+        energy_min=args.energy_min,
+        energy_max=args.energy_max,
+        force_max=args.force_max,
+        stress_max_kbar=args.stress_max_kbar,
+        isolation_cutoff=args.isolation_cutoff,
+        scope=args.scope,
+    )
+    mats = remove_outliers(args.frames, args.materials, args.clean, args.ledger_frames, args.ledger_materials, args.summary, limits)
+    log.info("kept %d of %d materials", int((mats["reason"] == "kept").sum()), len(mats))
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from mlff2d.select_steps import select_dataset
+
+    sel = select_dataset(args.clean, args.out, args.e_cut, args.fallback, args.keep_last)
+    log.info("e_cut %g: %d frames selected", args.e_cut, len(sel))
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from mlff2d.split import split_dataset
+
+    result = split_dataset(args.ledger_materials, args.out, args.ratios, args.seed)
+    log.info("split: %s", result["split"].value_counts().to_dict())
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mlff2d.export import export_family
+
+    counts = export_family(args.clean, args.selected, args.split, args.family, args.outdir)
+    log.info("%s export: %s frames", args.family, counts)
+
+
+def cmd_relax_sets(args: argparse.Namespace) -> None:
+    from mlff2d.export import export_relax_sets
+
+    counts = export_relax_sets(args.clean, args.split, args.outdir)
+    log.info("relaxation sets: %s materials", counts)
+
+
+def cmd_dataset_figures(args: argparse.Namespace) -> None:
+    from mlff2d.dataset_figures import make_dataset_figures
+
+    selected = dict(item.split("=", 1) for item in args.selected)
+    paths = make_dataset_figures(Path(args.clean), {k: Path(v) for k, v in selected.items()}, Path(args.outdir))
+    log.info("wrote %d figure files to %s", len(paths), args.outdir)
+
+
+def cmd_synthetic(args: argparse.Namespace) -> None:
+    from mlff2d.synthetic import write_alexandria
+
+    paths = write_alexandria(args.outdir, args.materials, args.steps, args.per_file, args.seed, not args.no_compress)
+    log.info("wrote %d files to %s", len(paths), args.outdir)
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from mlff2d.config import load_config
+
+    print(json.dumps(load_config(args.configfile), indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlff2d", description=__doc__)
+    p.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for this stage (default 1)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="read DFT trajectories into the frame store")
+    s.add_argument("--source", action="append", required=True,
+                   help='JSON object: {"path": ..., "format": ..., "stress_unit": ...}; repeat for several')
+    s.add_argument("--frames", required=True, help="output frame store (.parquet)")
+    s.add_argument("--materials", required=True, help="output materials table (.csv)")
+    s.add_argument("--min-vacuum", type=float, default=5.0, help="Å of vacuum along z (default 5)")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("filter", help="remove outliers and write the ledger")
+    for name in ("frames", "materials", "clean", "ledger-frames", "ledger-materials", "summary"):
+        s.add_argument(f"--{name}", required=True)
+    s.add_argument("--max-sites", type=int, default=20)
+    s.add_argument("--energy-min", type=float, default=-20.0, help="eV/atom")
+    s.add_argument("--energy-max", type=float, default=0.0, help="eV/atom")
+    s.add_argument("--force-max", type=float, default=20.0, help="eV/Å")
+    s.add_argument("--stress-max-kbar", type=float, default=500.0, help="kbar")
+    s.add_argument("--isolation-cutoff", type=float, default=5.0, help="Å")
+    s.add_argument("--scope", choices=("material", "frame"), default="material")
+    s.set_defaults(func=cmd_filter)
+
+    s = sub.add_parser("select", help="select relaxation steps by e_cut")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--e-cut", type=float, required=True, help="eV/atom")
+    s.add_argument("--fallback", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    s.add_argument("--keep-last", action="store_true")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_select)
+
+    s = sub.add_parser("split", help="split materials into train/val/test")
+    s.add_argument("--ledger-materials", required=True)
+    s.add_argument("--ratios", type=float, nargs=3, required=True, metavar=("TRAIN", "VAL", "TEST"))
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("export", help="write a model family's train/val/test files")
+    s.add_argument("--family", choices=("mace", "m3gnet", "nequip"), required=True)
+    s.add_argument("--clean", required=True)
+    s.add_argument("--selected", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("relax-sets", help="write start and reference structures of val/test")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_relax_sets)
+
+    s = sub.add_parser("dataset-figures", help="element, space-group and label distributions")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--selected", nargs="+", default=[], help="LABEL=PATH for each e_cut")
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_dataset_figures)
+
+    s = sub.add_parser("synthetic-alexandria", help="write synthetic Alexandria-format files")
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--materials", type=int, default=100)
+    s.add_argument("--steps", type=int, default=30)
+    s.add_argument("--per-file", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-compress", action="store_true")
+    s.set_defaults(func=cmd_synthetic)
+
+    s = sub.add_parser("check-config", help="validate a config file and print it with defaults")
+    s.add_argument("configfile")
+    s.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mlff2d`` command."""
+    args = build_parser().parse_args(argv)
+    _set_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from mlff2d.config import ConfigError
+    from mlff2d.ingest import IngestError
+
+    try:
+        args.func(args)
+    except (IngestError, ConfigError) as exc:
+        print(f"mlff2d {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

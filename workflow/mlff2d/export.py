@@ -1,0 +1,146 @@
+"""Export the selected, split frames for each model family, and the relaxation sets.
+
+Formats and units at this boundary:
+
+* ``mace``: extxyz with ``REF_energy`` (eV, info), ``REF_forces`` (eV/Å, arrays) and
+  ``REF_stress`` (eV/Å³, tension positive, 6 Voigt components xx yy zz yz xz xy, info).
+* ``m3gnet``: Parquet with ``energy`` (eV), ``forces`` (eV/Å) and ``stress_gpa`` (GPa, tension
+  positive, 3×3 row-major) whose out-of-plane components (xz, yz, zx, zy, zz) are NaN so the
+  loss ignores them (matgl ``allow_missing_labels``).
+* ``nequip``: extxyz with ASE's standard ``energy``, ``forces``, ``stress`` (eV/Å³, tension
+  positive) through a single-point calculator.
+* relaxation sets: for every val/test material its first clean frame (``*_start.extxyz``) and
+  its last clean frame, the DFT-relaxed reference (``*_reference.extxyz``), with ASE labels.
+
+Every frame carries ``material_id`` and ``step`` in ``info``. Frames are streamed one store
+row group at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import ase.io
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ase import Atoms
+
+from mlff2d.split import SPLITS
+from mlff2d.store import iter_tables, row_to_atoms
+from mlff2d.units import ase_stress_to_gpa, voigt_to_matrix
+
+FAMILIES = ("mace", "m3gnet", "nequip")
+RELAX_SETS = ("val", "test")
+
+M3GNET_SCHEMA = pa.schema(
+    [
+        ("material_id", pa.string()),
+        ("step", pa.int32()),
+        ("numbers", pa.list_(pa.int16())),
+        ("positions", pa.list_(pa.float64())),
+        ("cell", pa.list_(pa.float64(), 9)),
+        ("energy", pa.float64()),
+        ("forces", pa.list_(pa.float64())),
+        ("stress_gpa", pa.list_(pa.float64(), 9)),
+    ],
+    metadata={b"units": b"energy eV; forces eV/A; stress_gpa GPa tension positive, 3x3, out-of-plane NaN"},
+)
+
+#: Row-major indices of the out-of-plane components of a 3×3 stress (xz, yz, zx, zy, zz).
+OUT_OF_PLANE_3X3 = (2, 5, 6, 7, 8)
+
+
+def in_plane_stress_gpa(voigt_ev_a3: np.ndarray) -> np.ndarray:
+    """3×3 stress in GPa (row-major, 9 values) with out-of-plane components set to NaN."""
+    full = ase_stress_to_gpa(voigt_to_matrix(voigt_ev_a3)).ravel()
+    full[list(OUT_OF_PLANE_3X3)] = np.nan
+    return full
+
+
+def mace_atoms(row: pd.Series) -> Atoms:
+    """Atoms with the MACE ``REF_*`` labels and no calculator."""
+    atoms = row_to_atoms(row)
+    atoms.calc = None
+    n = int(row["n_atoms"])
+    atoms.info["REF_energy"] = float(row["energy"])
+    atoms.arrays["REF_forces"] = np.asarray(row["forces"], dtype=float).reshape(n, 3)
+    atoms.info["REF_stress"] = np.asarray(row["stress"], dtype=float)
+    return atoms
+
+
+def _selected_rows(table: pa.Table, keys: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a store table whose (material_id, step) are in ``keys``, with their split."""
+    frame = table.to_pandas()
+    return frame.merge(keys, on=["material_id", "step"], how="inner")
+
+
+def export_family(clean: str | Path, selected: str | Path, split_csv: str | Path, family: str, outdir: str | Path) -> dict[str, int]:
+    """Write ``train``/``val``/``test`` files of one family; returns frames per split."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; one of {FAMILIES}")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    split = pd.read_csv(split_csv, dtype={"material_id": str}, keep_default_na=False)
+    keys = pd.read_parquet(selected).merge(split, on="material_id", how="inner")
+    counts = dict.fromkeys(SPLITS, 0)
+    if family == "m3gnet":
+        writers = {s: pq.ParquetWriter(outdir / f"{s}.parquet", M3GNET_SCHEMA, compression="zstd") for s in SPLITS}
+        try:
+            for table in iter_tables(clean):
+                rows = _selected_rows(table, keys)
+                for s, group in rows.groupby("split"):
+                    out = {
+                        "material_id": group["material_id"].tolist(),
+                        "step": group["step"].astype(np.int32).tolist(),
+                        "numbers": group["numbers"].tolist(),
+                        "positions": group["positions"].tolist(),
+                        "cell": group["cell"].tolist(),
+                        "energy": group["energy"].tolist(),
+                        "forces": group["forces"].tolist(),
+                        "stress_gpa": [in_plane_stress_gpa(v) for v in group["stress"]],
+                    }
+                    writers[s].write_table(pa.Table.from_pydict(out, schema=M3GNET_SCHEMA))
+                    counts[s] += len(group)
+        finally:
+            for w in writers.values():
+                w.close()
+        return counts
+    handles: dict[str, IO[str]] = {s: open(outdir / f"{s}.extxyz", "w") for s in SPLITS}
+    try:
+        for table in iter_tables(clean):
+            rows = _selected_rows(table, keys)
+            for s, group in rows.groupby("split"):
+                images = [mace_atoms(r) if family == "mace" else row_to_atoms(r) for _, r in group.iterrows()]
+                ase.io.write(handles[s], images, format="extxyz")
+                counts[s] += len(images)
+    finally:
+        for h in handles.values():
+            h.close()
+    return counts
+
+
+def export_relax_sets(clean: str | Path, split_csv: str | Path, outdir: str | Path) -> dict[str, int]:
+    """Write ``{val,test}_start.extxyz`` (first frame) and ``{val,test}_reference.extxyz``
+    (last frame, the DFT-relaxed structure) for every val/test material; returns counts."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    split = pd.read_csv(split_csv, dtype={"material_id": str}, keep_default_na=False)
+    which = dict(zip(split["material_id"], split["split"]))
+    counts = dict.fromkeys(RELAX_SETS, 0)
+    handles = {(s, kind): open(outdir / f"{s}_{kind}.extxyz", "w") for s in RELAX_SETS for kind in ("start", "reference")}
+    try:
+        for table in iter_tables(clean):
+            frame = table.to_pandas()
+            frame = frame[frame["material_id"].map(which).isin(RELAX_SETS)]
+            for mid, group in frame.groupby("material_id", sort=False):
+                s = which[mid]
+                ase.io.write(handles[(s, "start")], row_to_atoms(group.iloc[0]), format="extxyz")
+                ase.io.write(handles[(s, "reference")], row_to_atoms(group.iloc[-1]), format="extxyz")
+                counts[s] += 1
+    finally:
+        for h in handles.values():
+            h.close()
+    return counts

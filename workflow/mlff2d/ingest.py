@@ -1,0 +1,435 @@
+"""Ingest DFT relaxation trajectories into the canonical frame store.
+
+Sources (one reader each): Alexandria geometry-optimisation JSON (``.json``/``.json.bz2``),
+extxyz trajectories, ASE databases, and directories of VASP runs (vasprun.xml or OUTCAR).
+Each source declares its stress unit; the store holds ASE units and sign (see
+:mod:`mlff2d.units`). Files are read one at a time and written as one row group each, so memory
+does not grow with the number of input files.
+
+Bad input is handled in one of two ways, and never silently:
+
+* **Error** (:class:`IngestError`, naming the file and the record): a file that cannot be read
+  (corrupt or truncated bz2/JSON), a file or record that is not in the format at all (no
+  ``steps``, no ``structure``, an extxyz frame without a material id), and the same material id
+  in two files.
+* **Problem code** stored on the frame (``problem`` column), which the outlier filter turns into a
+  counted ledger reason: ``missing_energy``, ``null_forces``, ``bad_forces_shape``,
+  ``missing_stress``, ``bad_stress_shape``, ``non_finite``, ``unknown_element``,
+  ``disordered_site``, ``zero_volume``, ``vacuum_not_z``. A material with no frames at all is
+  kept in the materials table with problem ``empty_trajectory``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import json
+import lzma
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ase.data import atomic_numbers
+
+from mlff2d.store import FrameBuffer, FrameWriter
+from mlff2d.units import STRESS_UNITS, stress_to_ase, to_voigt
+
+try:  # orjson parses Alexandria files several times faster than the standard library
+    import orjson
+except ImportError:  # pragma: no cover - orjson is in both environments
+    orjson = None
+
+
+def _loads(data: bytes) -> Any:
+    """Parse JSON with orjson, falling back to the standard library, which also accepts the
+    NaN/Infinity literals that Python's json.dump writes (orjson rejects them)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+FORMATS = ("alexandria", "extxyz", "ase_db", "vasp")
+#: Smallest periodic gap (Å) along c that counts as vacuum in the vacuum-along-z check.
+DEFAULT_MIN_VACUUM = 5.0
+
+
+class IngestError(ValueError):
+    """Input that cannot be ingested; the message names the file and the record."""
+
+
+@dataclass
+class Source:
+    """One configured input: a file, directory or glob in one format with one stress unit."""
+
+    path: str
+    format: str
+    stress_unit: str = "kbar_vasp"
+    id_key: str = "material_id"
+    step_key: str = "step"
+    functional: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise IngestError(f"source {self.path!r}: unknown format {self.format!r}; one of {FORMATS}")
+        if self.stress_unit not in STRESS_UNITS:
+            raise IngestError(
+                f"source {self.path!r}: unknown stress_unit {self.stress_unit!r}; one of {STRESS_UNITS}"
+            )
+
+    def files(self, base: Path | None = None) -> list[Path]:
+        """The input files of this source, sorted (VASP: one vasprun.xml or OUTCAR per run)."""
+        root = Path(self.path) if base is None or Path(self.path).is_absolute() else base / self.path
+        if self.format == "vasp":
+            runs: list[Path] = []
+            for d in sorted({p.parent for p in root.rglob("*") if p.name in ("vasprun.xml", "OUTCAR")}):
+                runs.append(d / "vasprun.xml" if (d / "vasprun.xml").exists() else d / "OUTCAR")
+            return runs
+        if root.is_dir():
+            suffixes = {
+                "alexandria": (".json", ".json.bz2", ".json.gz", ".json.xz"),
+                "extxyz": (".extxyz", ".xyz"),
+                "ase_db": (".db",),
+            }[self.format]
+            return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+        matches = sorted(Path(p) for p in glob.glob(str(root)))
+        return [p for p in matches if p.is_file()]
+
+
+@dataclass
+class Frame:
+    """One relaxation step in ASE units and sign, before it enters the store."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray
+    problem: str = ""
+
+
+@dataclass
+class Material:
+    """One material's trajectory from one file."""
+
+    material_id: str
+    frames: list[Frame] = field(default_factory=list)
+    n_calcs: int = 1
+    skipped_calcs: int = 0
+
+
+# ----------------------------------------------------------------------------- frame checks
+
+
+def vacuum_along_z(cell: np.ndarray, positions: np.ndarray, min_vacuum: float = DEFAULT_MIN_VACUUM) -> bool:
+    """True when a and b lie in the xy plane and the largest gap between atomic layers along c,
+    measured as a height above the ab plane, is at least ``min_vacuum`` Å."""
+    a, b, c = cell
+    scale = max(np.linalg.norm(a), np.linalg.norm(b), 1e-12)
+    if abs(a[2]) > 1e-3 * scale or abs(b[2]) > 1e-3 * scale:
+        return False
+    area = np.linalg.norm(np.cross(a, b))
+    height = abs(np.linalg.det(cell)) / area if area > 0 else 0.0
+    frac_c = np.sort(np.linalg.solve(cell.T, positions.T)[2] % 1.0)
+    gaps = np.diff(np.concatenate([frac_c, frac_c[:1] + 1.0]))
+    return bool(gaps.max() * height >= min_vacuum)
+
+
+def frame_problem(frame: Frame, min_vacuum: float = DEFAULT_MIN_VACUUM) -> str:
+    """The first problem that makes a frame unusable, or '' for a sound frame.
+
+    Readers set ``missing_energy``, ``null_forces`` and ``missing_stress`` themselves, since
+    only they can tell a missing value from a NaN one.
+    """
+    n = len(frame.numbers)
+    if np.any(frame.numbers <= 0):
+        return "unknown_element"
+    if frame.forces.shape != (n, 3):
+        return "bad_forces_shape"
+    if frame.stress.shape != (6,):
+        return "bad_stress_shape"
+    arrays = (frame.positions, frame.cell, np.array([frame.energy]), frame.forces, frame.stress)
+    if not all(np.all(np.isfinite(x)) for x in arrays):
+        return "non_finite"
+    if abs(np.linalg.det(frame.cell)) < 1e-6:
+        return "zero_volume"
+    if not vacuum_along_z(frame.cell, frame.positions, min_vacuum):
+        return "vacuum_not_z"
+    return ""
+
+
+def _as_stress(raw: Any, unit: str) -> tuple[np.ndarray, str]:
+    """Voigt stress in eV/Å³ from raw input, or NaNs with a problem code."""
+    if raw is None:
+        return np.full(6, np.nan), "missing_stress"
+    try:
+        arr = np.array(raw, dtype=float)
+        return stress_to_ase(to_voigt(arr), unit), ""
+    except (ValueError, TypeError):
+        return np.full(6, np.nan), "bad_stress_shape"
+
+
+def _as_forces(raw: Any, n: int) -> tuple[np.ndarray, str]:
+    """Forces (n, 3) in eV/Å from raw input (``null`` components become NaN)."""
+    if raw is None:
+        return np.full((n, 3), np.nan), "null_forces"
+    try:
+        arr = np.array(raw, dtype=float)  # JSON null -> nan
+    except (ValueError, TypeError):
+        return np.full((n, 3), np.nan), "bad_forces_shape"
+    if arr.shape != (n, 3):
+        return arr.reshape(-1) if arr.size else np.zeros((0, 3)), "bad_forces_shape"
+    if np.isnan(arr).any() and any(v is None for f in raw for v in (f if isinstance(f, list) else [f])):
+        return arr, "null_forces"
+    return arr, ""
+
+
+def _finish(frame: Frame, min_vacuum: float) -> Frame:
+    if not frame.problem:
+        frame.problem = frame_problem(frame, min_vacuum)
+    return frame
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def open_text(path: Path) -> bytes:
+    """The bytes of a possibly compressed file; raises IngestError when it is corrupt."""
+    opener = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read()
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise IngestError(f"{path}: cannot decompress/read file ({type(exc).__name__}: {exc})") from exc
+
+
+def _parse_structure(struct: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """numbers, positions (Å), cell (Å) and a problem code from a pymatgen Structure dict."""
+    try:
+        cell = np.array(struct["lattice"]["matrix"], dtype=float)
+        sites = struct["sites"]
+    except (KeyError, TypeError) as exc:
+        raise IngestError(f"{where}: 'structure' is not a pymatgen Structure dict (missing {exc})") from exc
+    problem = ""
+    numbers = np.empty(len(sites), dtype=np.int16)
+    for i, site in enumerate(sites):
+        species = site["species"]
+        if len(species) != 1 or abs(species[0].get("occu", 1.0) - 1.0) > 1e-6:
+            problem = problem or "disordered_site"
+        numbers[i] = atomic_numbers.get(species[0]["element"], 0)
+    if "xyz" in (sites[0] if sites else {}):
+        positions = np.array([s["xyz"] for s in sites], dtype=float).reshape(-1, 3)
+    else:
+        positions = np.array([s["abc"] for s in sites], dtype=float).reshape(-1, 3) @ cell
+    return numbers, positions, cell, problem
+
+
+def read_alexandria(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM) -> Iterator[Material]:
+    """Materials of an Alexandria geometry-optimisation file ``{id: [calc, ...]}``.
+
+    The steps of a material's calcs (restarts) are concatenated, in order, into one trajectory.
+    Calcs whose ``functional`` differs from ``source.functional`` (when set) are skipped and
+    counted in ``Material.skipped_calcs``.
+    """
+    try:
+        data = _loads(open_text(path))
+    except ValueError as exc:
+        raise IngestError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise IngestError(f"{path}: expected an object {{material_id: [calc, ...]}}, got {type(data).__name__}")
+    for mid, calcs in data.items():
+        if isinstance(calcs, dict):
+            calcs = [calcs]
+        if not isinstance(calcs, list):
+            raise IngestError(f"{path}: material {mid!r}: expected a list of calcs")
+        material = Material(str(mid), n_calcs=len(calcs))
+        for ci, calc in enumerate(calcs):
+            if not isinstance(calc, dict) or "steps" not in calc:
+                raise IngestError(f"{path}: material {mid!r} calc {ci}: no 'steps'")
+            if source.functional and calc.get("functional") not in (None, source.functional):
+                material.skipped_calcs += 1
+                continue
+            for si, step in enumerate(calc["steps"] or []):
+                where = f"{path}: material {mid!r} calc {ci} step {si}"
+                if not isinstance(step, dict) or "structure" not in step:
+                    raise IngestError(f"{where}: no 'structure'")
+                numbers, positions, cell, problem = _parse_structure(step["structure"], where)
+                n = len(numbers)
+                energy = step.get("energy")
+                if energy is None:
+                    problem = problem or "missing_energy"
+                    energy = float("nan")
+                try:
+                    energy = float(energy)
+                except (TypeError, ValueError):
+                    problem, energy = problem or "non_finite", float("nan")
+                forces, fprob = _as_forces(step.get("forces"), n)
+                stress, sprob = _as_stress(step.get("stress"), source.stress_unit)
+                frame = Frame(numbers, positions, cell, energy, forces, stress, problem or fprob or sprob)
+                material.frames.append(_finish(frame, min_vacuum))
+        yield material
+
+
+def _atoms_labels(atoms: Any, source: Source) -> tuple[Any, Any, Any]:
+    """Energy, forces, stress of an ASE Atoms from its calculator, else from info/arrays."""
+    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
+    energy = results.get("energy", results.get("free_energy", atoms.info.get("energy", atoms.info.get("REF_energy"))))
+    forces = results.get("forces", atoms.arrays.get("forces", atoms.arrays.get("REF_forces")))
+    stress = results.get("stress", atoms.info.get("stress", atoms.info.get("REF_stress")))
+    return energy, forces, stress
+
+
+def _frame_from_atoms(atoms: Any, source: Source, stress_unit: str, min_vacuum: float) -> Frame:
+    energy, forces_raw, stress_raw = _atoms_labels(atoms, source)
+    n = len(atoms)
+    problem = "" if energy is not None else "missing_energy"
+    forces, fprob = _as_forces(None if forces_raw is None else np.asarray(forces_raw).tolist(), n)
+    stress, sprob = _as_stress(None if stress_raw is None else np.asarray(stress_raw), stress_unit)
+    numbers = atoms.numbers.astype(np.int16)
+    frame = Frame(
+        numbers,
+        atoms.positions.copy(),
+        atoms.cell.array.copy(),
+        float("nan") if energy is None else float(energy),
+        forces,
+        stress,
+        problem or fprob or sprob,
+    )
+    return _finish(frame, min_vacuum)
+
+
+def _group_frames(records: Iterable[tuple[str, int, Frame]]) -> Iterator[Material]:
+    """Group (material_id, step, frame) records by material (first-seen order), sorted by step."""
+    groups: dict[str, list[tuple[int, Frame]]] = {}
+    for mid, step, frame in records:
+        groups.setdefault(mid, []).append((step, frame))
+    for mid, items in groups.items():
+        items.sort(key=lambda t: t[0])
+        yield Material(mid, [f for _, f in items])
+
+
+def read_extxyz(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM) -> Iterator[Material]:
+    """Materials of an extxyz trajectory file; material id and step come from ``info``."""
+    import ase.io
+
+    def records() -> Iterator[tuple[str, int, Frame]]:
+        try:
+            frames = list(ase.io.iread(path, index=":", format="extxyz"))
+        except Exception as exc:  # ASE raises many types for malformed files
+            raise IngestError(f"{path}: cannot parse extxyz ({type(exc).__name__}: {exc})") from exc
+        for i, atoms in enumerate(frames):
+            if source.id_key not in atoms.info:
+                raise IngestError(f"{path}: frame {i}: no material id (info key {source.id_key!r})")
+            step = int(atoms.info.get(source.step_key, i))
+            yield str(atoms.info[source.id_key]), step, _frame_from_atoms(atoms, source, source.stress_unit, min_vacuum)
+
+    yield from _group_frames(records())
+
+
+def read_ase_db(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM) -> Iterator[Material]:
+    """Materials of an ASE database; id and step are key-value pairs of each row."""
+    import ase.db
+
+    def records() -> Iterator[tuple[str, int, Frame]]:
+        try:
+            rows = list(ase.db.connect(str(path)).select())
+        except Exception as exc:
+            raise IngestError(f"{path}: cannot open ASE database ({type(exc).__name__}: {exc})") from exc
+        for i, row in enumerate(rows):
+            kvp = row.key_value_pairs
+            if source.id_key not in kvp:
+                raise IngestError(f"{path}: row id {row.id}: no material id (key {source.id_key!r})")
+            atoms = row.toatoms()
+            yield str(kvp[source.id_key]), int(kvp.get(source.step_key, i)), _frame_from_atoms(
+                atoms, source, source.stress_unit, min_vacuum
+            )
+
+    yield from _group_frames(records())
+
+
+def read_vasp(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM, root: Path | None = None) -> Iterator[Material]:
+    """One material from a VASP run (vasprun.xml or OUTCAR), every ionic step, through ASE.
+
+    ASE's VASP readers already return eV/Å³ with tension positive, so the source's stress unit
+    is not applied. The material id is the run directory relative to the source root.
+    """
+    import ase.io
+
+    fmt = "vasp-xml" if path.name == "vasprun.xml" else "vasp-out"
+    try:
+        images = ase.io.read(path, index=":", format=fmt)
+    except Exception as exc:
+        raise IngestError(f"{path}: cannot parse VASP output ({type(exc).__name__}: {exc})") from exc
+    mid = str(path.parent.relative_to(root)) if root is not None and path.parent != root else path.parent.name
+    yield Material(mid, [_frame_from_atoms(a, source, "eV/A3", min_vacuum) for a in images])
+
+
+def read_source_file(path: Path, source: Source, min_vacuum: float, base: Path | None = None) -> Iterator[Material]:
+    """Dispatch one file to its format's reader."""
+    if source.format == "alexandria":
+        return read_alexandria(path, source, min_vacuum)
+    if source.format == "extxyz":
+        return read_extxyz(path, source, min_vacuum)
+    if source.format == "ase_db":
+        return read_ase_db(path, source, min_vacuum)
+    root = Path(source.path) if base is None or Path(source.path).is_absolute() else base / source.path
+    return read_vasp(path, source, min_vacuum, root=root)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def ingest(
+    sources: list[Source],
+    frames_out: str | Path,
+    materials_out: str | Path,
+    min_vacuum: float = DEFAULT_MIN_VACUUM,
+    base: Path | None = None,
+) -> pd.DataFrame:
+    """Read every source file by file into ``frames_out`` (Parquet) and write the materials
+    table (``materials_out``, CSV): id, source file, frames, calcs, skipped calcs, problem.
+
+    Raises IngestError on unreadable files and on a material id found in two files.
+    """
+    seen: dict[str, str] = {}
+    mats: list[dict[str, Any]] = []
+    buffer = FrameBuffer()
+    with FrameWriter(frames_out) as writer:
+        for source in sources:
+            files = source.files(base)
+            if not files:
+                raise IngestError(f"source {source.path!r} ({source.format}): no input files found")
+            for path in files:
+                for m in read_source_file(path, source, min_vacuum, base):
+                    if m.material_id in seen:
+                        raise IngestError(
+                            f"material {m.material_id!r} appears in two files: {seen[m.material_id]} and {path}"
+                        )
+                    seen[m.material_id] = str(path)
+                    for step, f in enumerate(m.frames):
+                        buffer.add(m.material_id, str(path), step, f.numbers, f.positions, f.cell,
+                                   f.energy, f.forces, f.stress, f.problem)  # fmt: skip
+                    mats.append(
+                        {
+                            "material_id": m.material_id,
+                            "source": str(path),
+                            "n_frames": len(m.frames),
+                            "n_calcs": m.n_calcs,
+                            "skipped_calcs": m.skipped_calcs,
+                            "problem": "" if m.frames else "empty_trajectory",
+                        }
+                    )
+                writer.write(buffer.to_table())
+                buffer.clear()
+    table = pd.DataFrame(
+        mats, columns=["material_id", "source", "n_frames", "n_calcs", "skipped_calcs", "problem"]
+    )
+    Path(materials_out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(materials_out, index=False)
+    return table

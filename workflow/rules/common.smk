@@ -1,0 +1,105 @@
+# Named helpers of the rules: paths, sweep values and input functions (no lambdas in rules).
+import json
+import os
+import shlex
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
+
+from mlff2d.config import fmt_float
+from mlff2d.ingest import Source
+
+CAMPAIGN = config["campaign"]
+RESULTS = f"results/{CAMPAIGN}"
+DATA = f"{RESULTS}/data"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+ECUTS = [fmt_float(x) for x in config["selection"]["e_cuts"]]
+SPLIT_NAMES = list(config["splits"])
+FAMILIES = config["export"]["families"]
+MAIN_ENV = "../../envs/main.yml"
+NEQUIP_ENV = "../../envs/nequip.yml"
+
+
+def mlff2d_command(env="main"):
+    """The `mlff2d` command of environment `env` (main or nequip), as jobs call it. That is the venv
+    (.venv/<env>, built by envs/setup.py) when it exists, else `mlff2d` on the PATH (for
+    `--sdm conda`, where Snakemake activates envs/<env>.yml for the rule)."""
+    venv_bin = Path(workflow.basedir) / ".venv" / env / "bin" / "mlff2d"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method or not venv_bin.exists():
+        return "mlff2d"
+    return str(venv_bin)
+
+
+# Rules of the main environment call plain `mlff2d`: put the main venv first on the PATH.
+if mlff2d_command("main") != "mlff2d":
+    os.environ.update(PATH=f"{Path(mlff2d_command('main')).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+wildcard_constraints:
+    ecut=r"[0-9.e+-]+",
+    split="|".join(SPLIT_NAMES) or "none",
+    family="mace|m3gnet|nequip",
+
+
+def data_sources():
+    """The configured sources as ingest Source objects."""
+    return [Source(**s) for s in config["data"]["sources"]]
+
+
+def source_files(wildcards):
+    """Every input file of every source (ingest reruns when one changes); a source without
+    files stops the run here, naming the source."""
+    files = []
+    for source in data_sources():
+        found = source.files()
+        if not found:
+            raise ValueError(
+                f"data source {source.path!r} ({source.format}) matches no input files;"
+                " set data.sources in your config (see README.md)"
+            )
+        files += [str(p) for p in found]
+    return files
+
+
+def source_args(wildcards):
+    """The --source arguments of `mlff2d ingest`."""
+    return " ".join(f"--source {shlex.quote(json.dumps(s))}" for s in config["data"]["sources"])
+
+
+def split_ratios(wildcards):
+    """TRAIN VAL TEST of a named split."""
+    return " ".join(str(r) for r in config["splits"][wildcards.split])
+
+
+def selected_args(wildcards, input):
+    """LABEL=PATH arguments of `mlff2d dataset-figures`."""
+    return " ".join(f"{e}={p}" for e, p in zip(ECUTS, input.selected))
+
+
+def data_targets():
+    """Every output of the data pipeline."""
+    targets = [f"{DATA}/filter_summary.csv"]
+    targets += expand(f"{DATA}/split~{{split}}.csv", split=SPLIT_NAMES)
+    targets += expand(f"{DATA}/relax/split~{{split}}", split=SPLIT_NAMES)
+    targets += expand(f"{DATA}/export/{{family}}/ecut~{{ecut}}/split~{{split}}", family=FAMILIES, ecut=ECUTS, split=SPLIT_NAMES)
+    if config["figures"]["enabled"]:
+        targets.append(f"{DATA}/figures")
+    return targets
+
+
+def all_targets():
+    """The whole campaign."""
+    return data_targets()
+
+
+def campaign_summary():
+    """Where a finished campaign's tables and figures are."""
+    lines = [f"\nmlff2d: campaign '{CAMPAIGN}' is complete. Results are in {RESULTS}/:"]
+    lines.append(f"  data ledger and counts: {DATA}/ledger_materials.csv, {DATA}/filter_summary.csv")
+    lines.append(f"  training files:         {DATA}/export/<family>/ecut~<e_cut>/split~<split>/")
+    lines.append(f"  relaxation sets:        {DATA}/relax/split~<split>/")
+    if config["figures"]["enabled"]:
+        lines.append(f"  dataset figures:        {DATA}/figures/ (PNG + PDF)")
+    lines.append(f"  run times per job:      {BENCH}/")
+    return "\n".join(lines)

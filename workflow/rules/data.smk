@@ -1,0 +1,155 @@
+# The data pipeline (thesis 4.1): ingest -> filter outliers -> select steps -> split -> export.
+# Outputs under results/<campaign>/data/.
+
+
+rule ingest:
+    input:
+        source_files,
+    output:
+        frames=f"{DATA}/frames.parquet",
+        materials=f"{DATA}/materials.csv",
+    params:
+        sources=source_args,
+        min_vacuum=config["data"]["min_vacuum"],
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/ingest.log",
+    benchmark:
+        f"{BENCH}/ingest.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "mlff2d ingest {params.sources} --min-vacuum {params.min_vacuum}"
+        " --frames {output.frames} --materials {output.materials} > {log} 2>&1"
+
+
+rule filter_outliers:
+    input:
+        frames=rules.ingest.output.frames,
+        materials=rules.ingest.output.materials,
+    output:
+        clean=f"{DATA}/clean.parquet",
+        ledger_frames=f"{DATA}/ledger_frames.parquet",
+        ledger_materials=f"{DATA}/ledger_materials.csv",
+        summary=f"{DATA}/filter_summary.csv",
+    params:
+        o=config["outliers"],
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/filter_outliers.log",
+    benchmark:
+        f"{BENCH}/filter_outliers.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "mlff2d filter --frames {input.frames} --materials {input.materials}"
+        " --clean {output.clean} --ledger-frames {output.ledger_frames}"
+        " --ledger-materials {output.ledger_materials} --summary {output.summary}"
+        " --max-sites {params.o[max_sites]} --energy-min {params.o[energy_min]}"
+        " --energy-max {params.o[energy_max]} --force-max {params.o[force_max]}"
+        " --stress-max-kbar {params.o[stress_max_kbar]}"
+        " --isolation-cutoff {params.o[isolation_cutoff]} --scope {params.o[scope]} > {log} 2>&1"
+
+
+rule select_steps:
+    input:
+        clean=rules.filter_outliers.output.clean,
+    output:
+        f"{DATA}/selected/ecut~{{ecut}}.parquet",
+    params:
+        fallback=" ".join(str(f) for f in config["selection"]["fallback"]),
+        keep_last="--keep-last" if config["selection"]["keep_last"] else "",
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/select_steps/ecut~{{ecut}}.log",
+    benchmark:
+        f"{BENCH}/select_steps/ecut~{{ecut}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "mlff2d select --clean {input.clean} --e-cut {wildcards.ecut}"
+        " --fallback {params.fallback} {params.keep_last} --out {output} > {log} 2>&1"
+
+
+rule split:
+    input:
+        ledger=rules.filter_outliers.output.ledger_materials,
+    output:
+        f"{DATA}/split~{{split}}.csv",
+    params:
+        ratios=split_ratios,
+        seed=config["seed"],
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/split/{{split}}.log",
+    benchmark:
+        f"{BENCH}/split/{{split}}.tsv"
+    shell:
+        "mlff2d split --ledger-materials {input.ledger} --ratios {params.ratios}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule export:
+    input:
+        clean=rules.filter_outliers.output.clean,
+        selected=rules.select_steps.output,
+        split=rules.split.output,
+    output:
+        directory(f"{DATA}/export/{{family}}/ecut~{{ecut}}/split~{{split}}"),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/export/{{family}}/ecut~{{ecut}}/split~{{split}}.log",
+    benchmark:
+        f"{BENCH}/export/{{family}}/ecut~{{ecut}}/split~{{split}}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "mlff2d export --family {wildcards.family} --clean {input.clean}"
+        " --selected {input.selected} --split {input.split} --outdir {output} > {log} 2>&1"
+
+
+rule relax_sets:
+    input:
+        clean=rules.filter_outliers.output.clean,
+        split=rules.split.output,
+    output:
+        directory(f"{DATA}/relax/split~{{split}}"),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/relax_sets/{{split}}.log",
+    benchmark:
+        f"{BENCH}/relax_sets/{{split}}.tsv"
+    shell:
+        "mlff2d relax-sets --clean {input.clean} --split {input.split} --outdir {output} > {log} 2>&1"
+
+
+rule dataset_figures:
+    input:
+        clean=rules.filter_outliers.output.clean,
+        selected=expand(f"{DATA}/selected/ecut~{{ecut}}.parquet", ecut=ECUTS),
+    output:
+        directory(f"{DATA}/figures"),
+    params:
+        selected=selected_args,
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/dataset_figures.log",
+    benchmark:
+        f"{BENCH}/dataset_figures.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "mlff2d dataset-figures --clean {input.clean} --selected {params.selected}"
+        " --outdir {output} > {log} 2>&1"
