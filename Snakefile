@@ -22,6 +22,7 @@ validate_config(config)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/uff.smk"
 
 
 rule all:

@@ -13,6 +13,8 @@ from mlff2d.config import ConfigError, fmt_float, load_config, load_schema, vali
 
 def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
     out = []
+    for name, sub in schema.get("$defs", {}).items():
+        out += walk(sub, f"$defs.{name}.")
     for name, sub in schema.get("properties", {}).items():
         out.append((f"{path}{name}", sub))
         out += walk(sub, f"{path}{name}.")

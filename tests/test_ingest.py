@@ -245,3 +245,14 @@ def test_streaming_one_row_group_per_file(tmp_path: Path) -> None:
     assert pf.num_row_groups == 3
     assert pf.metadata.num_rows == 24
     assert bz2  # the compressed reader is exercised above
+
+
+def test_parallel_workers_give_the_same_store(tmp_path: Path) -> None:
+    from mlff2d.synthetic import write_alexandria as synth
+
+    synth(tmp_path / "in", 12, n_steps=5, per_file=3, seed=5)
+    src = Source(str(tmp_path / "in"), "alexandria")
+    one = ingest([src], tmp_path / "a" / "f.parquet", tmp_path / "a" / "m.csv", workers=1)
+    two = ingest([src], tmp_path / "b" / "f.parquet", tmp_path / "b" / "m.csv", workers=2)
+    assert one.equals(two)
+    assert read_frames(tmp_path / "a" / "f.parquet").equals(read_frames(tmp_path / "b" / "f.parquet"))

@@ -17,7 +17,7 @@ from mlff2d.synthetic import write_alexandria
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ("ingest", "filter_outliers", "select_steps", "split", "export", "relax_sets", "dataset_figures", "all")
+STAGES = ("ingest", "filter_outliers", "select_steps", "split", "export", "relax_sets", "dataset_figures", "train_uff", "validation_curves", "all")
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -50,8 +50,10 @@ def test_dry_run_of_the_study_lists_every_stage(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     for stage in STAGES:
         assert f"\n{stage} " in text or f"rule {stage}:" in text, f"stage {stage} missing from the dry run"
-    # 4 cutoffs x 2 splits x 3 families exports
+    # 4 cutoffs x 2 splits x 3 families exports; the thesis grids: M3GNet 3 x 2 x 3, MACE 2 x 3
     assert text.count("rule export:") == 24
+    assert text.count("rule train_uff:") == 18 + 6
+    assert "uff/m3gnet/ecut~1e6/lr~0.0001/bs~512/status.json" in text
 
 
 def test_bad_config_stops_with_key(tmp_path: Path) -> None:
@@ -67,9 +69,10 @@ def test_bad_config_stops_with_key(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
     work = campaign_dir(
-        tmp_path, 40, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]}
+        tmp_path, 40, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
+        uff={"split": "80-10-10"},
     )
-    out = snakemake(work, "--cores", "2")
+    out = snakemake(work, "--cores", "2", "data")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     data = work / "results" / "e2e" / "data"
     ledger = pd.read_csv(data / "ledger_materials.csv")
@@ -86,7 +89,7 @@ def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
         assert (data / "figures" / f"{stem}.pdf").exists()
     assert (work / "results" / "e2e" / "benchmarks" / "ingest.tsv").exists()
     # nothing left to do on a second run
-    again = snakemake(work, "-n", "--cores", "1")
+    again = snakemake(work, "-n", "--cores", "1", "data")
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # the NequIP export loads in the nequip environment through NequIP's own ASE dataset

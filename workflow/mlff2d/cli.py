@@ -28,7 +28,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from mlff2d.ingest import Source, ingest
 
     sources = [Source(**json.loads(s)) for s in args.source]
-    table = ingest(sources, args.frames, args.materials, min_vacuum=args.min_vacuum)
+    table = ingest(sources, args.frames, args.materials, min_vacuum=args.min_vacuum, workers=args.workers)
     log.info("ingested %d materials, %d frames", len(table), int(table["n_frames"].sum()))
 
 
@@ -84,6 +84,24 @@ def cmd_dataset_figures(args: argparse.Namespace) -> None:
     log.info("wrote %d figure files to %s", len(paths), args.outdir)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from mlff2d.sweep import resolve_params, train_point
+
+    params = resolve_params(args.family, json.loads(args.params), args.lr, args.batch_size)
+    status = train_point(args.family, args.data, args.outdir, params, init_model=args.init_model, device=args.device)
+    log.info("%s training in %s: %s", args.family, args.outdir, status["status"])
+    if status["status"] != "ok":
+        log.error("training failed (recorded in status.json): %s", status["reason"])
+
+
+def cmd_curves(args: argparse.Namespace) -> None:
+    from mlff2d.sweep import plot_validation_curves
+
+    points = dict(item.split("=", 1) for item in args.points)
+    paths = plot_validation_curves(points, args.out, title=args.title)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+
+
 def cmd_synthetic(args: argparse.Namespace) -> None:
     from mlff2d.synthetic import write_alexandria
 
@@ -108,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", required=True, help="output frame store (.parquet)")
     s.add_argument("--materials", required=True, help="output materials table (.csv)")
     s.add_argument("--min-vacuum", type=float, default=5.0, help="Å of vacuum along z (default 5)")
+    s.add_argument("--workers", type=int, default=1, help="processes reading files in parallel")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("filter", help="remove outliers and write the ledger")
@@ -156,6 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--selected", nargs="+", default=[], help="LABEL=PATH for each e_cut")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_dataset_figures)
+
+    s = sub.add_parser("train", help="train one sweep point of a model family")
+    s.add_argument("--family", required=True, help="m3gnet or mace")
+    s.add_argument("--data", required=True, help="export directory with train/val files")
+    s.add_argument("--outdir", required=True, help="the sweep point's directory")
+    s.add_argument("--lr", type=float, required=True)
+    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
+    s.add_argument("--init-model", default=None, help="fine-tune from this trained model (transfer)")
+    s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("curves", help="validation curves of sweep points")
+    s.add_argument("--points", nargs="+", required=True, help="LABEL=POINT_DIR for each sweep point")
+    s.add_argument("--out", required=True, help="output stem (writes .png and .pdf)")
+    s.add_argument("--title", default="")
+    s.set_defaults(func=cmd_curves)
 
     s = sub.add_parser("synthetic-alexandria", help="write synthetic Alexandria-format files")
     s.add_argument("--outdir", required=True)

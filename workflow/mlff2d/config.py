@@ -54,6 +54,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("; ".join(_describe(e) for e in errors))
+    if config["uff"]["split"] not in config["splits"]:
+        raise ConfigError(f"config key 'uff.split': {config['uff']['split']!r} is not one of the splits {sorted(config['splits'])}")
     return config
 
 

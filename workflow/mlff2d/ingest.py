@@ -26,6 +26,7 @@ import glob
 import gzip
 import json
 import lzma
+import multiprocessing as mp
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from ase.data import atomic_numbers
 
 from mlff2d.store import FrameBuffer, FrameWriter
@@ -127,41 +129,65 @@ class Material:
 # ----------------------------------------------------------------------------- frame checks
 
 
+def vacuum_along_z_batch(cells: np.ndarray, positions: np.ndarray, min_vacuum: float = DEFAULT_MIN_VACUUM) -> np.ndarray:
+    """For frames of equal size (cells (M, 3, 3), positions (M, n, 3)): True where a and b lie
+    in the xy plane and the largest gap between atomic layers along c, measured as a height
+    above the ab plane, is at least ``min_vacuum`` Å. Cells must have non-zero volume."""
+    a, b = cells[:, 0], cells[:, 1]
+    scale = np.maximum(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
+    in_plane = (np.abs(a[:, 2]) <= 1e-3 * scale) & (np.abs(b[:, 2]) <= 1e-3 * scale)
+    area = np.linalg.norm(np.cross(a, b), axis=1)
+    height = np.abs(np.linalg.det(cells)) / np.where(area > 0, area, np.inf)
+    frac_c = np.sort(np.einsum("mni,mi->mn", positions, np.linalg.inv(cells)[:, :, 2]) % 1.0, axis=1)
+    gaps = np.diff(np.concatenate([frac_c, frac_c[:, :1] + 1.0], axis=1), axis=1)
+    return in_plane & (gaps.max(axis=1) * height >= min_vacuum)
+
+
 def vacuum_along_z(cell: np.ndarray, positions: np.ndarray, min_vacuum: float = DEFAULT_MIN_VACUUM) -> bool:
-    """True when a and b lie in the xy plane and the largest gap between atomic layers along c,
-    measured as a height above the ab plane, is at least ``min_vacuum`` Å."""
-    a, b, c = cell
-    scale = max(np.linalg.norm(a), np.linalg.norm(b), 1e-12)
-    if abs(a[2]) > 1e-3 * scale or abs(b[2]) > 1e-3 * scale:
-        return False
-    area = np.linalg.norm(np.cross(a, b))
-    height = abs(np.linalg.det(cell)) / area if area > 0 else 0.0
-    frac_c = np.sort(np.linalg.solve(cell.T, positions.T)[2] % 1.0)
-    gaps = np.diff(np.concatenate([frac_c, frac_c[:1] + 1.0]))
-    return bool(gaps.max() * height >= min_vacuum)
+    """:func:`vacuum_along_z_batch` for one frame."""
+    return bool(vacuum_along_z_batch(cell[None], positions[None], min_vacuum)[0])
+
+
+def check_frames(frames: list[Frame], min_vacuum: float = DEFAULT_MIN_VACUUM) -> None:
+    """Set the problem code of every frame that has none yet (vectorised over frames of equal
+    size): ``unknown_element``, ``bad_forces_shape``, ``bad_stress_shape``, ``non_finite``,
+    ``zero_volume``, ``vacuum_not_z``. Readers set ``missing_energy``, ``null_forces`` and
+    ``missing_stress`` themselves, since only they can tell a missing value from a NaN."""
+    by_size: dict[int, list[Frame]] = {}
+    for f in frames:
+        n = len(f.numbers)
+        if f.problem:
+            continue
+        if np.any(f.numbers <= 0):
+            f.problem = "unknown_element"
+        elif f.forces.shape != (n, 3):
+            f.problem = "bad_forces_shape"
+        elif f.stress.shape != (6,):
+            f.problem = "bad_stress_shape"
+        else:
+            by_size.setdefault(n, []).append(f)
+    for n, group in by_size.items():
+        cells = np.stack([f.cell for f in group])
+        positions = np.stack([f.positions for f in group]).reshape(len(group), n, 3)
+        finite = (
+            np.isfinite(cells).all(axis=(1, 2))
+            & np.isfinite(positions).all(axis=(1, 2))
+            & np.isfinite([f.energy for f in group])
+            & np.isfinite(np.stack([f.forces for f in group]).reshape(len(group), -1)).all(axis=1)
+            & np.isfinite(np.stack([f.stress for f in group])).all(axis=1)
+        )
+        volume_ok = finite & (np.abs(np.linalg.det(np.where(finite[:, None, None], cells, np.eye(3)))) >= 1e-6)
+        vacuum_ok = np.zeros(len(group), dtype=bool)
+        if volume_ok.any():
+            vacuum_ok[volume_ok] = vacuum_along_z_batch(cells[volume_ok], positions[volume_ok], min_vacuum)
+        for f, fin, vol, vac in zip(group, finite, volume_ok, vacuum_ok):
+            f.problem = "" if vac else "non_finite" if not fin else "zero_volume" if not vol else "vacuum_not_z"
 
 
 def frame_problem(frame: Frame, min_vacuum: float = DEFAULT_MIN_VACUUM) -> str:
-    """The first problem that makes a frame unusable, or '' for a sound frame.
-
-    Readers set ``missing_energy``, ``null_forces`` and ``missing_stress`` themselves, since
-    only they can tell a missing value from a NaN one.
-    """
-    n = len(frame.numbers)
-    if np.any(frame.numbers <= 0):
-        return "unknown_element"
-    if frame.forces.shape != (n, 3):
-        return "bad_forces_shape"
-    if frame.stress.shape != (6,):
-        return "bad_stress_shape"
-    arrays = (frame.positions, frame.cell, np.array([frame.energy]), frame.forces, frame.stress)
-    if not all(np.all(np.isfinite(x)) for x in arrays):
-        return "non_finite"
-    if abs(np.linalg.det(frame.cell)) < 1e-6:
-        return "zero_volume"
-    if not vacuum_along_z(frame.cell, frame.positions, min_vacuum):
-        return "vacuum_not_z"
-    return ""
+    """The first problem that makes one frame unusable, or '' (see :func:`check_frames`)."""
+    check_frames([frame], min_vacuum)
+    return frame.problem
 
 
 def _as_stress(raw: Any, unit: str) -> tuple[np.ndarray, str]:
@@ -188,12 +214,6 @@ def _as_forces(raw: Any, n: int) -> tuple[np.ndarray, str]:
     if np.isnan(arr).any() and any(v is None for f in raw for v in (f if isinstance(f, list) else [f])):
         return arr, "null_forces"
     return arr, ""
-
-
-def _finish(frame: Frame, min_vacuum: float) -> Frame:
-    if not frame.problem:
-        frame.problem = frame_problem(frame, min_vacuum)
-    return frame
 
 
 # ----------------------------------------------------------------------------- readers
@@ -230,7 +250,7 @@ def _parse_structure(struct: Any, where: str) -> tuple[np.ndarray, np.ndarray, n
     return numbers, positions, cell, problem
 
 
-def read_alexandria(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM) -> Iterator[Material]:
+def read_alexandria(path: Path, source: Source) -> Iterator[Material]:
     """Materials of an Alexandria geometry-optimisation file ``{id: [calc, ...]}``.
 
     The steps of a material's calcs (restarts) are concatenated, in order, into one trajectory.
@@ -272,7 +292,7 @@ def read_alexandria(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_
                 forces, fprob = _as_forces(step.get("forces"), n)
                 stress, sprob = _as_stress(step.get("stress"), source.stress_unit)
                 frame = Frame(numbers, positions, cell, energy, forces, stress, problem or fprob or sprob)
-                material.frames.append(_finish(frame, min_vacuum))
+                material.frames.append(frame)
         yield material
 
 
@@ -285,7 +305,7 @@ def _atoms_labels(atoms: Any, source: Source) -> tuple[Any, Any, Any]:
     return energy, forces, stress
 
 
-def _frame_from_atoms(atoms: Any, source: Source, stress_unit: str, min_vacuum: float) -> Frame:
+def _frame_from_atoms(atoms: Any, source: Source, stress_unit: str) -> Frame:
     energy, forces_raw, stress_raw = _atoms_labels(atoms, source)
     n = len(atoms)
     problem = "" if energy is not None else "missing_energy"
@@ -301,7 +321,7 @@ def _frame_from_atoms(atoms: Any, source: Source, stress_unit: str, min_vacuum: 
         stress,
         problem or fprob or sprob,
     )
-    return _finish(frame, min_vacuum)
+    return frame
 
 
 def _group_frames(records: Iterable[tuple[str, int, Frame]]) -> Iterator[Material]:
@@ -314,7 +334,7 @@ def _group_frames(records: Iterable[tuple[str, int, Frame]]) -> Iterator[Materia
         yield Material(mid, [f for _, f in items])
 
 
-def read_extxyz(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM) -> Iterator[Material]:
+def read_extxyz(path: Path, source: Source) -> Iterator[Material]:
     """Materials of an extxyz trajectory file; material id and step come from ``info``."""
     import ase.io
 
@@ -327,12 +347,12 @@ def read_extxyz(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACU
             if source.id_key not in atoms.info:
                 raise IngestError(f"{path}: frame {i}: no material id (info key {source.id_key!r})")
             step = int(atoms.info.get(source.step_key, i))
-            yield str(atoms.info[source.id_key]), step, _frame_from_atoms(atoms, source, source.stress_unit, min_vacuum)
+            yield str(atoms.info[source.id_key]), step, _frame_from_atoms(atoms, source, source.stress_unit)
 
     yield from _group_frames(records())
 
 
-def read_ase_db(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM) -> Iterator[Material]:
+def read_ase_db(path: Path, source: Source) -> Iterator[Material]:
     """Materials of an ASE database; id and step are key-value pairs of each row."""
     import ase.db
 
@@ -346,14 +366,12 @@ def read_ase_db(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACU
             if source.id_key not in kvp:
                 raise IngestError(f"{path}: row id {row.id}: no material id (key {source.id_key!r})")
             atoms = row.toatoms()
-            yield str(kvp[source.id_key]), int(kvp.get(source.step_key, i)), _frame_from_atoms(
-                atoms, source, source.stress_unit, min_vacuum
-            )
+            yield str(kvp[source.id_key]), int(kvp.get(source.step_key, i)), _frame_from_atoms(atoms, source, source.stress_unit)
 
     yield from _group_frames(records())
 
 
-def read_vasp(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM, root: Path | None = None) -> Iterator[Material]:
+def read_vasp(path: Path, source: Source, root: Path | None = None) -> Iterator[Material]:
     """One material from a VASP run (vasprun.xml or OUTCAR), every ionic step, through ASE.
 
     ASE's VASP readers already return eV/Å³ with tension positive, so the source's stress unit
@@ -367,22 +385,38 @@ def read_vasp(path: Path, source: Source, min_vacuum: float = DEFAULT_MIN_VACUUM
     except Exception as exc:
         raise IngestError(f"{path}: cannot parse VASP output ({type(exc).__name__}: {exc})") from exc
     mid = str(path.parent.relative_to(root)) if root is not None and path.parent != root else path.parent.name
-    yield Material(mid, [_frame_from_atoms(a, source, "eV/A3", min_vacuum) for a in images])
+    yield Material(mid, [_frame_from_atoms(a, source, "eV/A3") for a in images])
 
 
-def read_source_file(path: Path, source: Source, min_vacuum: float, base: Path | None = None) -> Iterator[Material]:
+def read_source_file(path: Path, source: Source, base: Path | None = None) -> Iterator[Material]:
     """Dispatch one file to its format's reader."""
     if source.format == "alexandria":
-        return read_alexandria(path, source, min_vacuum)
+        return read_alexandria(path, source)
     if source.format == "extxyz":
-        return read_extxyz(path, source, min_vacuum)
+        return read_extxyz(path, source)
     if source.format == "ase_db":
-        return read_ase_db(path, source, min_vacuum)
+        return read_ase_db(path, source)
     root = Path(source.path) if base is None or Path(source.path).is_absolute() else base / source.path
-    return read_vasp(path, source, min_vacuum, root=root)
+    return read_vasp(path, source, root=root)
 
 
 # ----------------------------------------------------------------------------- the stage
+
+MATERIAL_COLUMNS = ["material_id", "source", "n_frames", "n_calcs", "skipped_calcs", "problem"]
+
+
+def read_file_table(job: tuple[Path, Source, float, Path | None]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Read and check one input file: its frames as a store table, and its materials."""
+    path, source, min_vacuum, base = job
+    buffer = FrameBuffer()
+    mats: list[dict[str, Any]] = []
+    for m in read_source_file(path, source, base):
+        check_frames(m.frames, min_vacuum)
+        for step, f in enumerate(m.frames):
+            buffer.add(m.material_id, str(path), step, f.numbers, f.positions, f.cell, f.energy, f.forces, f.stress, f.problem)
+        problem = "" if m.frames else "empty_trajectory"
+        mats.append(dict(zip(MATERIAL_COLUMNS, (m.material_id, str(path), len(m.frames), m.n_calcs, m.skipped_calcs, problem))))
+    return buffer.to_table(), mats
 
 
 def ingest(
@@ -391,45 +425,39 @@ def ingest(
     materials_out: str | Path,
     min_vacuum: float = DEFAULT_MIN_VACUUM,
     base: Path | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """Read every source file by file into ``frames_out`` (Parquet) and write the materials
-    table (``materials_out``, CSV): id, source file, frames, calcs, skipped calcs, problem.
+    """Read every source file by file into ``frames_out`` (Parquet, one row group per file,
+    in input order) and write the materials table ``materials_out`` (CSV): id, source file,
+    frames, calcs, skipped calcs, problem. ``workers`` > 1 reads files in that many processes.
 
     Raises IngestError on unreadable files and on a material id found in two files.
     """
+    jobs = []
+    for source in sources:
+        files = source.files(base)
+        if not files:
+            raise IngestError(f"source {source.path!r} ({source.format}): no input files found")
+        jobs += [(path, source, min_vacuum, base) for path in files]
     seen: dict[str, str] = {}
     mats: list[dict[str, Any]] = []
-    buffer = FrameBuffer()
-    with FrameWriter(frames_out) as writer:
-        for source in sources:
-            files = source.files(base)
-            if not files:
-                raise IngestError(f"source {source.path!r} ({source.format}): no input files found")
-            for path in files:
-                for m in read_source_file(path, source, min_vacuum, base):
-                    if m.material_id in seen:
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(jobs) > 1 else None
+    try:
+        results = pool.imap(read_file_table, jobs) if pool else map(read_file_table, jobs)
+        with FrameWriter(frames_out) as writer:
+            for (path, *_), (table, rows) in zip(jobs, results):
+                for row in rows:
+                    if row["material_id"] in seen:
                         raise IngestError(
-                            f"material {m.material_id!r} appears in two files: {seen[m.material_id]} and {path}"
+                            f"material {row['material_id']!r} appears in two files: {seen[row['material_id']]} and {path}"
                         )
-                    seen[m.material_id] = str(path)
-                    for step, f in enumerate(m.frames):
-                        buffer.add(m.material_id, str(path), step, f.numbers, f.positions, f.cell,
-                                   f.energy, f.forces, f.stress, f.problem)  # fmt: skip
-                    mats.append(
-                        {
-                            "material_id": m.material_id,
-                            "source": str(path),
-                            "n_frames": len(m.frames),
-                            "n_calcs": m.n_calcs,
-                            "skipped_calcs": m.skipped_calcs,
-                            "problem": "" if m.frames else "empty_trajectory",
-                        }
-                    )
-                writer.write(buffer.to_table())
-                buffer.clear()
-    table = pd.DataFrame(
-        mats, columns=["material_id", "source", "n_frames", "n_calcs", "skipped_calcs", "problem"]
-    )
+                    seen[row["material_id"]] = str(path)
+                writer.write(table)
+                mats += rows
+    finally:
+        if pool:
+            pool.terminate()
+    table = pd.DataFrame(mats, columns=MATERIAL_COLUMNS)
     Path(materials_out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(materials_out, index=False)
     return table

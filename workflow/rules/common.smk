@@ -6,8 +6,11 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
+from snakemake.utils import Paramspace
+
 from mlff2d.config import fmt_float
 from mlff2d.ingest import Source
+from mlff2d.sweep import grid_table
 
 CAMPAIGN = config["campaign"]
 RESULTS = f"results/{CAMPAIGN}"
@@ -17,6 +20,11 @@ BENCH = f"{RESULTS}/benchmarks"
 ECUTS = [fmt_float(x) for x in config["selection"]["e_cuts"]]
 SPLIT_NAMES = list(config["splits"])
 FAMILIES = config["export"]["families"]
+UFF = f"{RESULTS}/uff"
+UFF_SPLIT = config["uff"]["split"]
+UFF_FAMILIES = config["uff"]["families"]
+#: One Paramspace per model family: its sweep grid, expanded into ecut~<>/lr~<>/bs~<> paths.
+PARAMSPACES = {f: Paramspace(grid_table(spec["grid"])) for f, spec in UFF_FAMILIES.items()}
 MAIN_ENV = "../../envs/main.yml"
 NEQUIP_ENV = "../../envs/nequip.yml"
 
@@ -40,6 +48,8 @@ wildcard_constraints:
     ecut=r"[0-9.e+-]+",
     split="|".join(SPLIT_NAMES) or "none",
     family="mace|m3gnet|nequip",
+    lr=r"[0-9.e+-]+",
+    bs=r"[0-9]+",
 
 
 def data_sources():
@@ -77,6 +87,57 @@ def selected_args(wildcards, input):
     return " ".join(f"{e}={p}" for e, p in zip(ECUTS, input.selected))
 
 
+def uff_training_data(wildcards):
+    """The export a sweep point trains on: its family, its e_cut, the universal split."""
+    return f"{DATA}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{UFF_SPLIT}"
+
+
+def family_settings(wildcards):
+    """The family's fixed training settings from the config, as a quoted JSON argument."""
+    return shlex.quote(json.dumps(UFF_FAMILIES[wildcards.family]["params"]))
+
+
+def training_threads(wildcards):
+    return UFF_FAMILIES[wildcards.family]["resources"]["cpus"]
+
+
+def training_gpus(wildcards):
+    return UFF_FAMILIES[wildcards.family]["resources"]["gpu"]
+
+
+def training_gpu_model(wildcards):
+    return UFF_FAMILIES[wildcards.family]["resources"]["gpu_model"] or ""
+
+
+def training_mem_mb(wildcards, attempt):
+    """Memory of a training job, doubled on each retry."""
+    return UFF_FAMILIES[wildcards.family]["resources"]["mem_mb"] * 2 ** (attempt - 1)
+
+
+def training_runtime(wildcards, attempt):
+    """Wall time (minutes) of a training job, doubled on each retry."""
+    return UFF_FAMILIES[wildcards.family]["resources"]["runtime"] * 2 ** (attempt - 1)
+
+
+def sweep_points(family):
+    """The sweep point directories of a family."""
+    return [f"{UFF}/{family}/{p}" for p in PARAMSPACES[family].instance_patterns]
+
+
+def sweep_point_statuses(wildcards):
+    return [f"{p}/status.json" for p in sweep_points(wildcards.family)]
+
+
+def sweep_point_args(wildcards):
+    """LABEL=DIR arguments of `mlff2d curves`."""
+    return " ".join(f"{p[len(UFF) + len(wildcards.family) + 2:]}={p}" for p in sweep_points(wildcards.family))
+
+
+def sweep_targets(family):
+    """Everything one family's sweep produces."""
+    return [f"{p}/status.json" for p in sweep_points(family)] + [f"{UFF}/{family}/validation_curves.png"]
+
+
 def data_targets():
     """Every output of the data pipeline."""
     targets = [f"{DATA}/filter_summary.csv"]
@@ -90,7 +151,11 @@ def data_targets():
 
 def all_targets():
     """The whole campaign."""
-    return data_targets()
+    targets = data_targets()
+    for family, spec in UFF_FAMILIES.items():
+        if spec["enabled"]:
+            targets += sweep_targets(family)
+    return targets
 
 
 def campaign_summary():

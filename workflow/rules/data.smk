@@ -17,11 +17,12 @@ rule ingest:
         f"{LOGS}/ingest.log",
     benchmark:
         f"{BENCH}/ingest.tsv"
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=120,
     shell:
-        "mlff2d ingest {params.sources} --min-vacuum {params.min_vacuum}"
+        "mlff2d ingest {params.sources} --min-vacuum {params.min_vacuum} --workers {threads}"
         " --frames {output.frames} --materials {output.materials} > {log} 2>&1"
 
 
@@ -153,3 +154,8 @@ rule dataset_figures:
     shell:
         "mlff2d dataset-figures --clean {input.clean} --selected {params.selected}"
         " --outdir {output} > {log} 2>&1"
+
+
+rule data:
+    input:
+        data_targets(),

@@ -1,0 +1,126 @@
+"""Sweeps of universal force fields: the grid, the training of one sweep point, and the
+validation curves of a family (thesis figures 4.3, 4.5, 6.9).
+
+A sweep point lives in ``uff/<family>/ecut~<e_cut>/lr~<lr>/bs~<bs>/`` and holds ``model/``,
+``metrics.csv`` (one row per epoch, see :data:`mlff2d.families.METRIC_COLUMNS`),
+``status.json`` (``ok`` or ``failed`` with the reason), ``params.yaml`` (the resolved
+settings) and the training log. A failed training is recorded, not raised, so the rest of the
+campaign goes on and the tables show it as failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from mlff2d.config import fmt_float
+from mlff2d.families import METRIC_COLUMNS, get_family
+
+GRID_WILDCARDS = {"e_cut": "ecut", "lr": "lr", "batch_size": "bs"}
+
+
+def grid_table(grid: Mapping[str, list[Any]]) -> pd.DataFrame:
+    """Every combination of a family's grid as strings, columns ecut, lr, bs (Paramspace input)."""
+    rows = [
+        {"ecut": fmt_float(e), "lr": fmt_float(lr), "bs": str(int(bs))}
+        for e, lr, bs in itertools.product(grid["e_cut"], grid["lr"], grid["batch_size"])
+    ]
+    return pd.DataFrame(rows, columns=["ecut", "lr", "bs"])
+
+
+def resolve_params(family: str, params: Mapping[str, Any], lr: float, batch_size: int) -> dict[str, Any]:
+    """The family's DEFAULTS, overridden by the config's params and the sweep point's lr/bs."""
+    module = get_family(family)
+    unknown = sorted(set(params) - set(module.DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown {family} training setting(s) {unknown}; known: {sorted(module.DEFAULTS)}")
+    return {**module.DEFAULTS, **params, "lr": float(lr), "batch_size": int(batch_size)}
+
+
+def train_point(
+    family: str,
+    data_dir: str | Path,
+    outdir: str | Path,
+    params: Mapping[str, Any],
+    init_model: str | Path | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train one sweep point and write ``status.json`` and ``params.yaml``; a failure is
+    recorded (status ``failed``, an empty metrics file) instead of raised."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=True))
+    start = time.time()
+    try:
+        model = get_family(family).train(Path(data_dir), outdir, dict(params), init_model=init_model, device=device)
+        status = {"status": "ok", "model": str(model)}
+    except Exception as exc:  # a failed point must not stop the campaign
+        status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        if not (outdir / "metrics.csv").exists():
+            pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
+    status["wall_time_s"] = round(time.time() - start, 3)
+    (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
+    return status
+
+
+def read_point(point_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Status and metrics of one sweep point."""
+    point_dir = Path(point_dir)
+    return json.loads((point_dir / "status.json").read_text()), pd.read_csv(point_dir / "metrics.csv")
+
+
+def best_point(points: Mapping[str, str | Path]) -> str:
+    """The label of the successful point with the lowest final validation energy MAE."""
+    scores = {}
+    for label, path in points.items():
+        status, metrics = read_point(path)
+        if status["status"] == "ok" and len(metrics):
+            scores[label] = float(metrics["energy_mae_meV_per_atom"].iloc[-1])
+    if not scores:
+        raise ValueError("no sweep point finished successfully")
+    return min(scores, key=scores.__getitem__)
+
+
+def plot_validation_curves(points: Mapping[str, str | Path], stem: str | Path, title: str = "") -> list[Path]:
+    """Validation MAE of energy, forces and stress against epoch, one line per sweep point
+    (failed points are listed in the legend as failed). Writes ``stem.png`` and ``stem.pdf``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlff2d.ptable import save_figure
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    panels = [
+        ("energy_mae_meV_per_atom", "energy MAE (meV/atom)"),
+        ("forces_mae_meV_per_A", "force MAE (meV/Å)"),
+        ("stress_mae", "in-plane stress MAE"),
+    ]
+    unit = ""
+    for label, path in sorted(points.items()):
+        status, metrics = read_point(path)
+        if status["status"] != "ok" or metrics.empty:
+            axes[0].plot([], [], linestyle="none", label=f"{label} (failed)")
+            continue
+        unit = str(metrics["stress_unit"].iloc[0])
+        for ax, (col, _) in zip(axes, panels):
+            ax.plot(metrics["epoch"], metrics[col], marker="o", markersize=3, label=label)
+    for ax, (_, ylabel) in zip(axes, panels):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel if "stress" not in ylabel else f"{ylabel} ({unit})")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, Path(stem))
