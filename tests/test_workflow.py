@@ -3,6 +3,7 @@ pipeline on generated Alexandria files, and the NequIP export read by NequIP its
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,3 +118,34 @@ def test_missing_data_is_named(tmp_path: Path) -> None:
     out = snakemake(work, "-n", "--cores", "1")
     assert out.returncode != 0
     assert "data source 'nowhere/*.json.bz2' (alexandria) matches no input files" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_sweep_point_by_path_and_named_target(tmp_path: Path) -> None:
+    tiny = {"epochs": 1, "nblocks": 1, "units": 16, "dim_node_embedding": 16, "dim_edge_embedding": 16}
+    work = campaign_dir(
+        tmp_path, 20, campaign="sw", selection={"e_cuts": [1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
+        export={"families": ["m3gnet"]}, figures={"enabled": False},
+        uff={"split": "80-10-10", "families": {
+            "m3gnet": {"grid": {"e_cut": [1000000.0], "lr": [0.001, 0.0001], "batch_size": [4]}, "params": tiny,
+                       "resources": {"gpu": 0, "cpus": 1}},
+            "mace": {"enabled": False}}},
+    )
+    uff = work / "results" / "sw" / "uff" / "m3gnet" / "ecut~1e6"
+    point = "results/sw/uff/m3gnet/ecut~1e6/lr~0.001/bs~4/status.json"
+    out = snakemake(work, "--cores", "2", point)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert json.loads((work / point).read_text())["status"] == "ok"
+    assert len(pd.read_csv(uff / "lr~0.001" / "bs~4" / "metrics.csv")) == 1
+    assert not (uff / "lr~0.0001").exists()  # only the asked-for point ran
+    before = (work / point).stat().st_mtime
+
+    out = snakemake(work, "--cores", "2", "sweep_m3gnet")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (uff / "lr~0.0001" / "bs~4" / "status.json").exists()
+    assert (work / "results" / "sw" / "uff" / "m3gnet" / "validation_curves.png").exists()
+    assert (work / point).stat().st_mtime == before  # the finished point was not retrained
+
+    forced = snakemake(work, "-n", "--cores", "1", "--force", point)
+    text = forced.stdout + forced.stderr
+    assert text.count("rule train_uff:") == 1 and "lr~0.001/bs~4" in text

@@ -1,0 +1,395 @@
+"""MACE (mace-torch 0.3.16) as a model family: training, fine-tuning and the ASE calculator.
+
+Training goes through MACE's own entry point, in-process: the arguments are parsed by MACE's
+own parser (``mace.tools.build_default_arg_parser``) and handed to ``mace.cli.run_train.run``.
+Four pieces of MACE are swapped for the duration of one :func:`train` call and restored after
+it (no installed file is edited):
+
+* **In-plane stress loss.** ``--loss stress`` builds ``modules.WeightedEnergyForcesStressLoss``
+  (stage one) and again for stage two, both looked up at call time by
+  ``mace.tools.scripts_utils`` in the ``mace.modules`` namespace. That name is patched to
+  :func:`_in_plane_stress_loss_class`'s subclass, whose stress term is the mean squared error
+  over the in-plane components xx, xy, yx, yy only (the mean over those 4, where MACE's
+  averages 9): zz, xz, yz, zx, zy never reach the loss (selected out, not multiplied by zero, so
+  even NaN labels there are harmless). This is the thesis's "remove any z-stress components
+  from the loss".
+* **In-plane stress metric.** MACE's logged ``mae_stress`` averages all 9 components. Its
+  per-epoch validation metric object (``mace.tools.train.MACELoss``) is replaced by a subclass
+  that adds ``mae_stress_in_plane`` (mean |Δσ| over xx, xy, yx, yy, eV/Å³, the same four
+  components matgl averages when the others are NaN) and ``wall_time`` (Unix time) to the
+  metrics MACE writes to ``results/<tag>_train.txt``. So every ``metrics.csv`` value comes from
+  MACE's own per-epoch evaluation of the validation set, with the same parameters (EMA ones if
+  ``ema``) it used for its own numbers.
+* **Resume offset.** ``--restart_latest`` loads ``<tag>_epoch-<e>.pt`` (saved *after* epoch
+  ``e``) and then starts the loop at epoch ``e`` again, training that epoch twice. A rerun
+  therefore starts at ``e + 1`` (``mace.tools.train`` is wrapped; the offset is applied only
+  when a checkpoint was actually loaded).
+* Logging handlers, the torch default dtype and ``mace.modules``' loss class are restored.
+
+Files under ``outdir``: ``model/mace.model`` (the final model: the stage-two one when stage two
+ran, else stage one; both are MACE's best-validation-loss checkpoint of that stage) and
+``model/mace_compiled.model`` (TorchScript, when MACE could compile it), ``metrics.csv``,
+``checkpoints/`` and MACE's own ``mace/{logs,results,models}``.
+
+``metrics.csv`` (see :data:`mlff2d.families.METRIC_COLUMNS`): ``epoch`` counts completed
+epochs (1-based; MACE's internal epoch + 1); validation energy MAE per atom (meV/atom), force MAE
+(meV/Å), in-plane stress MAE (eV/Å³, ``stress_unit`` ``eV/A3``); ``time_s`` is the wall time
+of that epoch alone (not cumulative): from the end of the previous validation (or of the
+initial one after a (re)start) to the end of this epoch's validation; ``stress_mae`` is NaN with
+``loss: weighted`` (no stress trained or evaluated). When a resumed run
+re-trains an epoch (its checkpoint was older than its last epoch) the later row wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import itertools
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlff2d.families import METRIC_COLUMNS, pick_device
+
+#: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
+#: L = 2 (``max_L``), 192 channels, stage two ("SWA") from epoch 50 with energy weight 10 and
+#: lr 1e-3 (thesis 4.2.2). The thesis does not state the epoch count; 200 is ours.
+DEFAULTS: dict[str, Any] = {
+    "epochs": 200,  # --max_num_epochs
+    "lr": 0.01,
+    "batch_size": 64,
+    "valid_batch_size": 64,
+    "r_max": 6.0,  # Å
+    "max_L": 2,
+    "num_channels": 192,
+    "correlation": 3,
+    "num_interactions": 2,
+    "model": "MACE",  # MACE builds a ScaleShiftMACE with zero shift; "ScaleShiftMACE" also works
+    "E0s": "average",  # least-squares per-element energies; fine-tuning always uses "foundation"
+    "loss": "stress",  # "stress" (energy, forces, in-plane stress) or "weighted" (no stress)
+    "energy_weight": 1.0,
+    "forces_weight": 100.0,
+    "stress_weight": 1.0,
+    "swa": True,  # MACE's "stage two": new loss weights and lr from start_swa on
+    "start_swa": 50,  # epoch (0-based, MACE's); ignored when >= epochs
+    "swa_lr": 1.0e-3,
+    "swa_energy_weight": 10.0,
+    "swa_forces_weight": 100.0,
+    "swa_stress_weight": 10.0,
+    "ema": False,
+    "ema_decay": 0.99,
+    "amsgrad": True,
+    "weight_decay": 5.0e-7,
+    "scheduler_patience": 50,
+    "lr_factor": 0.8,
+    "patience": 2048,  # early stop after this many epochs without improvement
+    "clip_grad": 10.0,
+    "seed": 123,
+    "default_dtype": "float64",
+    "keep_checkpoints": False,
+    "num_workers": 0,
+    "name": "mace",  # MACE's run name: the tag is <name>_run-<seed>
+    "extra_args": {},  # further mace_run_train flags, e.g. {"radial_MLP": "[64, 64, 64]"}
+}
+
+#: MACE setting names for DEFAULTS keys that differ.
+_FLAG_NAMES = {"epochs": "max_num_epochs"}
+#: Keys handled by train() itself rather than passed as flags.
+_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss"}
+_LOSSES = ("stress", "weighted")
+#: In-plane (x, y) block of a 3×3 stress.
+IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+def mace_settings(
+    data_dir: Path, outdir: Path, params: Mapping[str, Any], init_model: Path | None, device: str, restart: bool
+) -> dict[str, Any]:
+    """MACE's settings (``mace_run_train`` option names) for one training."""
+    p = {**DEFAULTS, **params}
+    work = outdir / "mace"
+    settings: dict[str, Any] = {
+        "train_file": data_dir / "train.extxyz",
+        "valid_file": data_dir / "val.extxyz",
+        "energy_key": "REF_energy",
+        "forces_key": "REF_forces",
+        "stress_key": "REF_stress",
+        "work_dir": work,
+        "log_dir": work / "logs",
+        "results_dir": work / "results",
+        "model_dir": work / "models",
+        "checkpoints_dir": outdir / "checkpoints",
+        "device": device,
+        "loss": p["loss"],
+        "error_table": "PerAtomMAE",  # MACE's all-component stress MAE would only mislead
+        "eval_interval": 1,
+        "plot": False,
+        "save_cpu": True,
+        "restart_latest": restart,
+    }
+    for key, value in p.items():
+        if key not in _NOT_FLAGS:
+            settings[_FLAG_NAMES.get(key, key)] = value
+    stage_two = bool(p["swa"]) and int(p["start_swa"]) < int(p["epochs"])
+    settings["swa"] = stage_two
+    settings["start_swa"] = int(p["start_swa"]) if stage_two else None
+    if init_model is not None:
+        settings.update(foundation_model=Path(init_model).resolve(), E0s="foundation", multiheads_finetuning=False)
+    settings.update(dict(p["extra_args"]))
+    return settings
+
+
+def mace_namespace(settings: Mapping[str, Any]) -> Any:
+    """Parse ``settings`` with MACE's own argument parser.
+
+    Booleans are set on the parsed namespace directly: MACE mixes ``store_true`` flags (some
+    with default True, e.g. ``--amsgrad``, which the command line cannot switch off) and
+    ``str2bool`` options. ``None`` keeps MACE's default.
+    """
+    from mace.tools import build_default_arg_parser
+
+    parser = build_default_arg_parser()
+    known = {a.dest for a in parser._actions}  # noqa: SLF001 (argparse has no public listing)
+    unknown = sorted(k for k in settings if k not in known)
+    if unknown:
+        raise ValueError(f"unknown mace_run_train option(s) {unknown}")
+    argv = [item for k, v in settings.items() if v is not None and not isinstance(v, bool) for item in (f"--{k}", str(v))]
+    args = parser.parse_args(argv)
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            setattr(args, key, value)
+    return args
+
+
+def _in_plane_stress_loss_class() -> type:
+    """MACE's ``WeightedEnergyForcesStressLoss`` with the stress term over xx, xy, yx, yy only."""
+    import torch
+    from mace.modules import loss as mace_loss
+
+    class InPlaneStressLoss(mace_loss.WeightedEnergyForcesStressLoss):
+        """Energy + forces + stress loss whose stress error ignores the out-of-plane (z) components."""
+
+        def __init__(self, energy_weight: float = 1.0, forces_weight: float = 1.0, stress_weight: float = 1.0) -> None:
+            super().__init__(energy_weight=energy_weight, forces_weight=forces_weight, stress_weight=stress_weight)
+            mask = torch.zeros(3, 3, dtype=torch.bool)
+            for i, j in IN_PLANE:
+                mask[i, j] = True
+            self.register_buffer("stress_mask", mask, persistent=False)
+
+        def forward(self, ref: Any, pred: Any, ddp: bool | None = None) -> torch.Tensor:
+            loss_energy = mace_loss.weighted_mean_squared_error_energy(ref, pred, ddp)
+            loss_forces = mace_loss.mean_squared_error_forces(ref, pred, ddp)
+            weight = (ref.weight * ref.stress_weight).view(-1, 1)
+            # Select, do not multiply: garbage (even NaN) out-of-plane labels never enter.
+            delta = ref["stress"][:, self.stress_mask] - pred["stress"][:, self.stress_mask]
+            loss_stress = mace_loss.reduce_loss(weight * torch.square(delta), ddp)
+            return self.energy_weight * loss_energy + self.forces_weight * loss_forces + self.stress_weight * loss_stress
+
+    return InPlaneStressLoss
+
+
+def _in_plane_metrics_class(base: type) -> type:
+    """MACE's per-epoch metric (``MACELoss``) plus the in-plane stress MAE and a wall time."""
+    import numpy as np
+
+    class InPlaneMACELoss(base):  # type: ignore[misc, valid-type]
+        def compute(self) -> tuple[float, dict[str, Any]]:
+            loss, aux = super().compute()
+            if self.stress_computed:
+                # reference - prediction; MACE keeps it flat (9 row-major values per structure
+                # whose stress weight is non-zero), so restore the 3×3 blocks
+                delta = self.convert(self.delta_stress).reshape(-1, 3, 3)
+                rows, cols = zip(*IN_PLANE)
+                aux["mae_stress_in_plane"] = float(np.mean(np.abs(delta[:, list(rows), list(cols)])))
+            aux["wall_time"] = time.time()
+            return loss, aux
+
+    return InPlaneMACELoss
+
+
+@contextlib.contextmanager
+def _patched_mace(expect_restart: bool) -> Iterator[None]:
+    """Swap MACE's stress loss, validation metric and epoch loop (see the module docstring);
+    restore them, the root logger and torch's default dtype afterwards."""
+    import mace.tools
+    import torch
+    from mace.tools import checkpoint, scripts_utils
+
+    train_module = importlib.import_module("mace.tools.train")
+    loaded: list[int] = []
+
+    original_load_latest = checkpoint.CheckpointHandler.load_latest
+    original_train = mace.tools.train
+
+    @functools.wraps(original_load_latest)
+    def load_latest(self: Any, *args: Any, **kwargs: Any) -> int | None:
+        epochs = original_load_latest(self, *args, **kwargs)
+        if epochs is not None:
+            loaded.append(epochs)
+        return epochs
+
+    @functools.wraps(original_train)
+    def train_loop(*args: Any, **kwargs: Any) -> Any:
+        if expect_restart and not loaded:  # MACE swallows load errors and would start afresh
+            raise RuntimeError(
+                "a checkpoint exists but MACE could not load it (changed settings?); "
+                "remove the output directory's checkpoints to train from scratch"
+            )
+        if loaded:  # a checkpoint saved after epoch e was loaded: go on with epoch e + 1
+            kwargs["start_epoch"] = loaded[-1] + 1
+            logging.info(f"mlff2d: resuming after epoch {loaded[-1] + 1} (1-based; MACE checkpoint epoch {loaded[-1]})")
+        return original_train(*args, **kwargs)
+
+    root = logging.getLogger()
+    saved_logging = (list(root.handlers), list(root.filters), root.level)
+    saved_dtype = torch.get_default_dtype()
+    modules = scripts_utils.modules  # what get_loss_fn/get_swa resolve the loss class in
+    saved = [
+        (modules, "WeightedEnergyForcesStressLoss", modules.WeightedEnergyForcesStressLoss),
+        (train_module, "MACELoss", train_module.MACELoss),
+        (checkpoint.CheckpointHandler, "load_latest", original_load_latest),
+        (mace.tools, "train", original_train),
+    ]
+    try:
+        modules.WeightedEnergyForcesStressLoss = _in_plane_stress_loss_class()
+        train_module.MACELoss = _in_plane_metrics_class(train_module.MACELoss)
+        checkpoint.CheckpointHandler.load_latest = load_latest
+        mace.tools.train = train_loop
+        yield
+    finally:
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+        for handler in root.handlers[:]:
+            if handler not in saved_logging[0]:
+                root.removeHandler(handler)
+                handler.close()
+        root.filters[:] = saved_logging[1]
+        root.setLevel(saved_logging[2])
+        torch.set_default_dtype(saved_dtype)
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of frames in an (ext)xyz file, read by the atom-count lines only."""
+    count = 0
+    with open(path) as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            count += 1
+            for _ in itertools.islice(handle, int(line) + 1):
+                pass
+    return count
+
+
+def _has_checkpoint(checkpoints: Path, tag: str) -> bool:
+    pattern = re.compile(rf"^{re.escape(tag)}_epoch-\d+(_swa)?\.pt$")
+    return checkpoints.is_dir() and any(pattern.match(p.name) for p in checkpoints.iterdir())
+
+
+def read_metrics(results_file: str | Path) -> pd.DataFrame:
+    """``metrics.csv`` rows from MACE's per-epoch JSON lines (``"mode": "eval"``)."""
+    rows: dict[int, list[Any]] = {}
+    previous_time: float | None = None
+    path = Path(results_file)
+    lines = path.read_text().splitlines() if path.exists() else []
+    for line in lines:
+        record = json.loads(line)
+        if record.get("mode") != "eval":
+            continue
+        wall = record.get("wall_time")
+        if record.get("epoch") is not None:
+            epoch = int(record["epoch"]) + 1
+            elapsed = wall - previous_time if wall is not None and previous_time is not None else math.nan
+            rows[epoch] = [
+                epoch,
+                1000.0 * float(record["mae_e_per_atom"]),
+                1000.0 * float(record["mae_f"]),
+                float(record.get("mae_stress_in_plane", math.nan)),
+                "eV/A3",
+                elapsed,
+            ]
+        previous_time = wall
+    return pd.DataFrame([rows[e] for e in sorted(rows)], columns=METRIC_COLUMNS)
+
+
+def train(
+    data_dir: str | Path,
+    outdir: str | Path,
+    params: Mapping[str, Any],
+    init_model: str | Path | None = None,
+    device: str | None = None,
+) -> Path:
+    """Train a MACE model on ``data_dir/{train,val}.extxyz``; returns ``outdir/model/mace.model``.
+
+    Args:
+        data_dir: Directory with the MACE export (:mod:`mlff2d.export`).
+        outdir: Output directory; rerunning on the same one resumes from its last checkpoint
+            (same ``name`` and ``seed``).
+        params: Settings overriding :data:`DEFAULTS`.
+        init_model: A ``.model`` trained by this family to fine-tune from (MACE's
+            ``--foundation_model`` with ``--E0s foundation``): architecture, cutoff, E0s,
+            scale/shift and weights all come from it, and its elements must include the data's.
+        device: ``cpu``/``cuda``; default CUDA when available.
+
+    Raises:
+        ValueError: an unknown setting or an unsupported loss.
+        FileNotFoundError: missing data or ``init_model``.
+    """
+    from mace.cli.run_train import run
+
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown mace training setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **params}
+    if p["loss"] not in _LOSSES:
+        raise ValueError(f"mace loss must be one of {_LOSSES} (the in-plane stress mask covers 'stress' only), got {p['loss']!r}")
+    data_dir, outdir = Path(data_dir).resolve(), Path(outdir).resolve()
+    for split in ("train", "val"):
+        if not (data_dir / f"{split}.extxyz").is_file():
+            raise FileNotFoundError(data_dir / f"{split}.extxyz")
+    n_train = count_frames(data_dir / "train.extxyz")
+    if n_train < int(p["batch_size"]):  # MACE drops the last partial batch: nothing would train
+        raise ValueError(f"fewer training structures ({n_train}) than batch_size ({p['batch_size']})")
+    if init_model is not None and not Path(init_model).is_file():
+        raise FileNotFoundError(init_model)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tag = f"{p['name']}_run-{p['seed']}"
+    restart = _has_checkpoint(outdir / "checkpoints", tag)
+    model_dir = outdir / "mace" / "models"
+    if model_dir.is_dir():  # MACE writes fresh ones at the end; never pick up stale ones
+        shutil.rmtree(model_dir)
+
+    settings = mace_settings(data_dir, outdir, p, Path(init_model) if init_model else None, pick_device(device), restart)
+    args = mace_namespace(settings)
+    with _patched_mace(expect_restart=restart):
+        run(args)
+
+    metrics = read_metrics(outdir / "mace" / "results" / f"{tag}_train.txt")
+    metrics.to_csv(outdir / "metrics.csv", index=False)
+
+    stage_two = model_dir / f"{p['name']}_stagetwo.model"
+    final = stage_two if stage_two.is_file() else model_dir / f"{p['name']}.model"
+    target = outdir / "model"
+    target.mkdir(exist_ok=True)
+    compiled = final.with_name(final.stem + "_compiled.model")
+    (target / "mace_compiled.model").unlink(missing_ok=True)
+    if compiled.is_file():
+        shutil.copyfile(compiled, target / "mace_compiled.model")
+    shutil.copyfile(final, target / "mace.model.tmp")
+    (target / "mace.model.tmp").replace(target / "mace.model")
+    return target / "mace.model"
+
+
+def calculator(model_path: str | Path, device: str | None = None, default_dtype: str = "float64") -> Any:
+    """ASE calculator of a trained model: energy (eV), forces (eV/Å), stress (eV/Å³, ASE sign,
+    tension positive)."""
+    from mace.calculators import MACECalculator
+
+    return MACECalculator(model_paths=str(model_path), device=pick_device(device), default_dtype=default_dtype)
