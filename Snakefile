@@ -23,6 +23,7 @@ validate_config(config)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/uff.smk"
+include: "workflow/rules/demo.smk"
 
 
 rule all:

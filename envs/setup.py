@@ -9,7 +9,8 @@
 The pip section of each conda-style YAML is the single source of truth (the same files serve
 `snakemake --sdm conda`). torch is installed first, on its own, so that `torch==2.13.0` takes the
 local CPU wheel where one is provided. A venv whose spec (YAML, pyproject.toml, Python version,
-extras) is unchanged is reused as it is.
+extras) is unchanged is reused as it is; one built with more extras than asked for counts as
+unchanged.
 """
 
 from __future__ import annotations
@@ -53,22 +54,33 @@ def pip_requirements(yml: Path) -> list[str]:
     return reqs
 
 
-def spec_hash(yml: Path, extras: list[str]) -> str:
+def spec_hash(yml: Path) -> str:
     h = hashlib.sha256()
-    for part in (yml.read_bytes(), (ROOT / "pyproject.toml").read_bytes(), sys.version.encode(), ",".join(extras).encode()):
+    for part in (yml.read_bytes(), (ROOT / "pyproject.toml").read_bytes(), sys.version.encode()):
         h.update(part)
     return h.hexdigest()
+
+
+def installed(marker: Path) -> tuple[str, set[str]]:
+    """The spec hash and extras a venv was built with (from its marker file)."""
+    if not marker.exists():
+        return "", set()
+    digest, _, extras = marker.read_text().strip().partition(" ")
+    return digest, set(filter(None, extras.split(",")))
 
 
 def build(name: str, prefix: Path, extras: list[str], clean: bool) -> Path:
     """Create or reuse ``prefix/name`` from ``envs/name.yml``; returns the venv path."""
     yml = ENVS / f"{name}.yml"
     target = prefix / name
-    digest = spec_hash(yml, extras)
+    digest = spec_hash(yml)
     marker = target / MARKER
-    if not clean and marker.exists() and marker.read_text().strip() == digest:
+    have_digest, have_extras = installed(marker)
+    if not clean and have_digest == digest and set(extras) <= have_extras:
         print(f"[setup] {target}: up to date", flush=True)
         return target
+    if have_digest == digest:
+        extras = sorted(set(extras) | have_extras)
     if clean and target.exists():
         shutil.rmtree(target)
     if not (target / "bin" / "python").exists():
@@ -85,7 +97,7 @@ def build(name: str, prefix: Path, extras: list[str], clean: bool) -> Path:
         if step:
             print(f"[setup] {name}: pip install {' '.join(step)}", flush=True)
             subprocess.run([*pip, *step], check=True)
-    marker.write_text(digest + "\n")
+    marker.write_text(f"{digest} {','.join(extras)}\n")
     print(f"[setup] {target}: ready", flush=True)
     return target
 

@@ -102,6 +102,13 @@ def cmd_curves(args: argparse.Namespace) -> None:
     log.info("wrote %s", ", ".join(map(str, paths)))
 
 
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from mlff2d.demo_data import generate_demo
+
+    manifest = generate_demo(Path(args.outdir), args.n_2d, args.alloys, args.max_configs, args.seed, args.workers)
+    log.info("demo data in %s: %s", args.outdir, json.dumps(manifest["totals"]))
+
+
 def cmd_synthetic(args: argparse.Namespace) -> None:
     from mlff2d.synthetic import write_alexandria
 
@@ -192,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output stem (writes .png and .pdf)")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_curves)
+
+    s = sub.add_parser("demo-data", help="generate the demo dataset with CHGNet (needs the 'demo' extra)")
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--n-2d", type=int, default=None, help="first N 2D prototypes (default: all)")
+    s.add_argument("--alloys", nargs="*", default=None, help="alloys to enumerate (default: all six)")
+    s.add_argument("--max-configs", type=int, default=None, help="configurations per alloy")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=1, help="relaxations run in parallel")
+    s.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser("synthetic-alexandria", help="write synthetic Alexandria-format files")
     s.add_argument("--outdir", required=True)

@@ -1,0 +1,53 @@
+"""The project's integration test: the embedded demo campaign, end to end, as the README's
+main job runs it (config/demo.yaml on the committed demo data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "resources" / "demo" / "2d").is_dir(), reason="demo data not generated")
+def test_demo_campaign(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "demo.yaml", tmp_path / "config" / "demo.yaml")
+    (tmp_path / "resources").symlink_to(ROOT / "resources")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", "config/demo.yaml", "--cores", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=2400)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "mlff2d: campaign 'demo' is complete" in out.stdout + out.stderr
+
+    demo = tmp_path / "results" / "demo"
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    ledger = pd.read_csv(demo / "data" / "ledger_materials.csv")
+    assert (ledger["reason"] == "kept").mean() > 0.9
+    for family, spec in config["uff"]["families"].items():
+        points = sorted((demo / "uff" / family).glob("ecut~*/lr~*/bs~*/status.json"))
+        assert len(points) >= 2, family
+        for status in points:
+            assert json.loads(status.read_text())["status"] == "ok", status
+            metrics = pd.read_csv(status.parent / "metrics.csv")
+            assert len(metrics) == spec["params"]["epochs"]
+            assert metrics[["energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae"]].notna().all().all()
+        assert (demo / "uff" / family / "validation_curves.png").stat().st_size > 1000
+    assert (demo / "data" / "figures" / "elements_ptable.png").stat().st_size > 1000
+
+    from demo_times import stage_times
+
+    times = stage_times(demo)
+    assert {"ingest", "filter_outliers", "export", "uff"} <= set(times["stage"])
