@@ -29,6 +29,8 @@ by material, export), so both sides read the exports the workflow writes: ~240 t
 
 The runs alternate (round 1: ours then direct, round 2: direct then ours, ...) against drift on a
 shared machine. The first epoch of every run is excluded as warm-up (both sides) from the median.
+Besides wall time, the CPU time (user + sys) each process spent in the same epochs is sampled
+from /proc every 10 ms ("epoch cpu"; it leaves out waiting for a core, not cache sharing).
 Also reported per process: wall time (launch to exit), CPU time (user + sys), setup (launch to
 the start of the first epoch: imports, data, graphs, model) and teardown (end of the last epoch
 to exit: final model save, MACE's test evaluation and TorchScript compile). Figures go to stdout
@@ -56,6 +58,9 @@ WORK = OUT / "training"
 BIN = Path(sys.executable).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
+
+#: MACE's run tag (its log is ``<work_dir>/logs/<tag>.log``): ``<name>_run-<seed>``, our DEFAULTS.
+MACE_TAG = "mace_run-123"
 
 #: Family settings (the config's `params`) and the sweep point's lr and batch size.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -210,7 +215,7 @@ def ours(family: str, data: Path, outdir: Path, epochs: int) -> dict[str, Any]:
         res["setup_s"] = ends[0] - epoch_s[0] - res["launch"]
         res["teardown_s"] = res["exit"] - ends[-1]
     else:
-        marks = mace_log_times(outdir / "mace" / "logs" / "mace_run-123.log")
+        marks = mace_log_times(outdir / "mace" / "logs" / f"{MACE_TAG}.log")
         _mace_marks(res, marks)
         res["log_epoch_s"] = [b - a for a, b in zip(marks, marks[1:])]  # cross-check of time_s
     return res
@@ -276,7 +281,7 @@ def direct_mace(data: Path, outdir: Path, epochs: int) -> dict[str, Any]:
     outdir.mkdir(parents=True, exist_ok=True)
     cmd = mace_direct_argv(data, outdir, epochs)
     res = run_process(cmd, outdir.with_suffix(".log"))
-    marks = mace_log_times(outdir / "mace" / "logs" / "mace_run-123.log")
+    marks = mace_log_times(outdir / "mace" / "logs" / f"{MACE_TAG}.log")
     res.update(cmd=cmd, epoch_s=[b - a for a, b in zip(marks, marks[1:])])
     _mace_marks(res, marks)
     return res

@@ -149,3 +149,43 @@ def test_sweep_point_by_path_and_named_target(tmp_path: Path) -> None:
     forced = snakemake(work, "-n", "--cores", "1", "--force", point)
     text = forced.stdout + forced.stderr
     assert text.count("rule train_uff:") == 1 and "lr~0.001/bs~4" in text
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_when_the_rule_reruns(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    tiny = {"epochs": 6, "nblocks": 1, "units": 16, "dim_node_embedding": 16, "dim_edge_embedding": 16}
+    work = campaign_dir(
+        tmp_path, 20, campaign="kill", selection={"e_cuts": [1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
+        export={"families": ["m3gnet"]}, figures={"enabled": False},
+        uff={"split": "80-10-10", "families": {
+            "m3gnet": {"grid": {"e_cut": [1000000.0], "lr": [0.001], "batch_size": [4]}, "params": tiny,
+                       "resources": {"gpu": 0, "cpus": 1}},
+            "mace": {"enabled": False}}},
+    )
+    point = work / "results" / "kill" / "uff" / "m3gnet" / "ecut~1e6" / "lr~0.001" / "bs~4"
+    target = str((point / "status.json").relative_to(work))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--cores", "1"]
+    proc = subprocess.Popen([*cmd, target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    history = point / "checkpoints" / "metrics.csv"
+    deadline = time.time() + 600
+    while not (history.exists() and len(pd.read_csv(history)) >= 2) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # pre-emption: the whole job dies at once
+    proc.wait()
+    before = pd.read_csv(history)
+    assert 2 <= len(before) < 6 and not (point / "status.json").exists()
+
+    subprocess.run([*cmd, "--unlock"], capture_output=True, env=env, check=True)
+    out = subprocess.run([*cmd, "--rerun-incomplete", target], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert json.loads((point / "status.json").read_text())["status"] == "ok"
+    after = pd.read_csv(point / "metrics.csv")
+    assert after["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    pd.testing.assert_frame_equal(after.iloc[: len(before) - 1], before.iloc[: len(before) - 1])
+    log = (point / "train.log").read_text()
+    assert "resuming" in log

@@ -14,7 +14,7 @@ rule train_uff:
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/uff/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}.log",
+        f"{UFF}/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}/train.log",
     benchmark:
         f"{BENCH}/uff/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}.tsv"
     threads: training_threads

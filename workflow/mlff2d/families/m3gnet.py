@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -264,13 +265,17 @@ def _epoch_recorder(outdir: Path) -> Any:
         def __init__(self) -> None:
             self.metrics_path = outdir / "metrics.csv"
             self.ckpt_path = outdir / "checkpoints" / "last.ckpt"
+            # a copy beside the checkpoint: Snakemake deletes metrics.csv (a declared output)
+            # before it reruns an interrupted job, the checkpoint directory it leaves alone
+            self.history_path = outdir / "checkpoints" / "metrics.csv"
             self.rows: list[dict[str, Any]] = []
             self.first_epoch: int | None = None
 
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             # after a resume, current_epoch is the number of epochs the checkpoint covers
             self.first_epoch = trainer.current_epoch
-            self.rows = _metrics_from_rows(self.metrics_path, trainer.current_epoch)
+            source = self.history_path if self.history_path.exists() else self.metrics_path
+            self.rows = _metrics_from_rows(source, trainer.current_epoch)
 
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.t0 = time.perf_counter()
@@ -305,8 +310,9 @@ def _epoch_recorder(outdir: Path) -> Any:
                     "time_s": time.perf_counter() - self.t0,
                 }
             )
-            _write_csv_atomic(self.rows, self.metrics_path)
             self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+            _write_csv_atomic(self.rows, self.history_path)
+            _write_csv_atomic(self.rows, self.metrics_path)
             tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
             trainer.save_checkpoint(tmp, weights_only=False)
             os.replace(tmp, self.ckpt_path)
@@ -434,6 +440,8 @@ def train(
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt.exists() else None, weights_only=False)
     if recorder.first_epoch is None:
         logger.info("%s: nothing to train, the checkpoint covers %d epochs", outdir, trainer.current_epoch)
+        if recorder.history_path.exists() and not recorder.metrics_path.exists():
+            shutil.copyfile(recorder.history_path, recorder.metrics_path)
     else:
         logger.info("%s: trained epochs %d..%d", outdir, recorder.first_epoch + 1, trainer.current_epoch)
 
