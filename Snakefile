@@ -23,7 +23,17 @@ validate_config(config)
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/uff.smk"
+include: "workflow/rules/relax.smk"
 include: "workflow/rules/demo.smk"
+
+
+localrules:
+    all,
+    data,
+    sweep_m3gnet,
+    sweep_mace,
+    tables,
+    ptables,
 
 
 rule all:

@@ -47,7 +47,27 @@ def test_demo_campaign(tmp_path: Path) -> None:
         assert (demo / "uff" / family / "validation_curves.png").stat().st_size > 1000
     assert (demo / "data" / "figures" / "elements_ptable.png").stat().st_size > 1000
 
+    # relaxation test of every point and set, baselines, tables and maps
+    n_val = int((pd.read_csv(demo / "data" / "split~80-10-10.csv")["split"] == "val").sum())
+    for family in config["uff"]["families"]:
+        for summary_file in (demo / "uff" / family).glob("ecut~*/lr~*/bs~*/relax/*/summary.json"):
+            summary = json.loads(summary_file.read_text())
+            assert summary["n"] > 0 and summary["n_evaluated"] > 0, summary_file
+            assert summary["energy"]["mae"] > 0 and summary["area"]["mae"] >= 0
+            assert (summary_file.parent / "parity.png").stat().st_size > 1000
+            assert (summary_file.parent / "elements.png").stat().st_size > 1000
+        val = json.loads(next((demo / "uff" / family).glob("ecut~*/lr~*/bs~*/relax/val/summary.json")).read_text())
+        assert val["n"] == n_val
+    assert json.loads((demo / "baseline" / "val" / "summary.json").read_text())["n"] == n_val
+    for stem in ("table_4_1", "table_4_2"):
+        table = (demo / "tables" / f"{stem}.md").read_text()
+        assert "Energy" in table and "Area" in table and "Cutoff = 1e6" in table
+        assert (demo / "tables" / f"{stem}.tex").exists() and (demo / "tables" / f"{stem}.csv").exists()
+    summary = pd.read_csv(demo / "tables" / "relaxation_summary.csv")
+    assert set(summary["status"]) == {"ok"} and len(summary) == 4 * 2 + 2
+    assert "compare_val" in (demo / "ptables" / "index.md").read_text()
+
     from demo_times import stage_times
 
     times = stage_times(demo)
-    assert {"ingest", "filter_outliers", "export", "uff"} <= set(times["stage"])
+    assert {"ingest", "filter_outliers", "export", "uff", "relax"} <= set(times["stage"])

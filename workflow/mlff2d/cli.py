@@ -102,6 +102,68 @@ def cmd_curves(args: argparse.Namespace) -> None:
     log.info("wrote %s", ", ".join(map(str, paths)))
 
 
+def cmd_relax(args: argparse.Namespace) -> None:
+    from mlff2d.relax import relax_shard
+
+    records = relax_shard(args.family, Path(args.point), Path(args.start), args.shard, args.shard_size,
+                          Path(args.records), Path(args.structures), fmax=args.fmax, max_steps=args.max_steps,
+                          device=args.device)
+    failed = records["failure"].fillna("").ne("").sum() if len(records) else 0
+    log.info("shard %d: %d structures relaxed, %d not converged or failed", args.shard, len(records), failed)
+
+
+def cmd_gather_relax(args: argparse.Namespace) -> None:
+    from mlff2d.relax import gather
+
+    gather([Path(p) for p in args.records], [Path(p) for p in args.structures], Path(args.records_out), Path(args.structures_out))
+
+
+def _write_evaluation(errors: object, outdir: Path, title: str) -> None:
+    from mlff2d.evaluation import element_maps, parity_plot, per_element, summarize
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    errors.to_csv(outdir / "errors.csv", index=False)  # type: ignore[attr-defined]
+    summary = summarize(errors)
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    elements = per_element(errors)
+    elements.to_csv(outdir / "per_element.csv", index=False)
+    parity_plot(errors, outdir / "parity", title)
+    element_maps(elements, outdir / "elements", title)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from mlff2d.evaluation import relaxation_errors
+
+    errors = relaxation_errors(pd.read_parquet(args.records), Path(args.reference))
+    _write_evaluation(errors, Path(args.outdir), args.title)
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    from mlff2d.evaluation import baseline_errors
+
+    errors = baseline_errors(Path(args.clean), Path(args.split), args.set, Path(args.start), Path(args.reference))
+    _write_evaluation(errors, Path(args.outdir), f"baseline (per-element mean energy, unrelaxed): {args.set}")
+
+
+def _points(items: list[str]) -> list[tuple[str, str]]:
+    return [tuple(item.split("=", 1)) for item in items]  # type: ignore[misc]
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    from mlff2d.report import write_relaxation_tables
+
+    paths = write_relaxation_tables(_points(args.points), args.sets, args.baseline, args.outdir)
+    log.info("wrote %d table files to %s", len(paths), args.outdir)
+
+
+def cmd_ptables(args: argparse.Namespace) -> None:
+    from mlff2d.report import write_ptables
+
+    log.info("wrote %s", write_ptables(_points(args.points), args.sets, args.baseline, args.outdir))
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from mlff2d.demo_data import generate_demo
 
@@ -199,6 +261,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output stem (writes .png and .pdf)")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_curves)
+
+    s = sub.add_parser("relax", help="relax one shard of a relaxation set with a sweep point's model")
+    s.add_argument("--family", required=True)
+    s.add_argument("--point", required=True, help="sweep point directory (status.json, model)")
+    s.add_argument("--start", required=True, help="start structures (extxyz)")
+    s.add_argument("--shard", type=int, required=True)
+    s.add_argument("--shard-size", type=int, required=True)
+    s.add_argument("--fmax", type=float, default=0.1, help="eV/Å")
+    s.add_argument("--max-steps", type=int, default=1000)
+    s.add_argument("--records", required=True, help="output records (.parquet)")
+    s.add_argument("--structures", required=True, help="output final structures (.extxyz)")
+    s.add_argument("--device", default=None)
+    s.set_defaults(func=cmd_relax)
+
+    s = sub.add_parser("gather-relax", help="concatenate relaxation shards in order")
+    s.add_argument("--records", nargs="+", required=True)
+    s.add_argument("--structures", nargs="+", required=True)
+    s.add_argument("--records-out", required=True)
+    s.add_argument("--structures-out", required=True)
+    s.set_defaults(func=cmd_gather_relax)
+
+    s = sub.add_parser("evaluate", help="energy and area errors of relaxations against DFT")
+    s.add_argument("--records", required=True)
+    s.add_argument("--reference", required=True, help="DFT-relaxed structures (extxyz)")
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--title", default="")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("baseline", help="errors of the per-element mean-energy, unrelaxed baseline")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--set", required=True, choices=("val", "test"))
+    s.add_argument("--start", required=True)
+    s.add_argument("--reference", required=True)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_baseline)
+
+    for name, func, what in (("tables", cmd_tables, "thesis tables 4.1 and 4.2"), ("ptables", cmd_ptables, "periodic-table maps")):
+        s = sub.add_parser(name, help=f"{what} from the evaluated sweep points")
+        s.add_argument("--points", nargs="*", default=[], help="FAMILY=POINT_DIR for each sweep point")
+        s.add_argument("--sets", nargs="+", default=["val", "test"])
+        s.add_argument("--baseline", default=None, help="baseline directory (baseline/<set>/summary.json)")
+        s.add_argument("--outdir", required=True)
+        s.set_defaults(func=func)
 
     s = sub.add_parser("demo-data", help="generate the demo dataset with CHGNet (needs the 'demo' extra)")
     s.add_argument("--outdir", required=True)

@@ -25,6 +25,9 @@ UFF_SPLIT = config["uff"]["split"]
 UFF_FAMILIES = config["uff"]["families"]
 #: One Paramspace per model family: its sweep grid, expanded into ecut~<>/lr~<>/bs~<> paths.
 PARAMSPACES = {f: Paramspace(grid_table(spec["grid"])) for f, spec in UFF_FAMILIES.items()}
+#: A sweep point's directory, as a pattern with the wildcards family, ecut, lr, bs.
+POINT = f"{UFF}/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}"
+RELAX_SETS = config["relax"]["sets"]
 MAIN_ENV = "../../envs/main.yml"
 NEQUIP_ENV = "../../envs/nequip.yml"
 
@@ -49,6 +52,8 @@ wildcard_constraints:
     split="|".join(SPLIT_NAMES) or "none",
     family="mace|m3gnet|nequip",
     lr=r"[0-9.e+-]+",
+    relax_set="val|test",
+    shard=r"[0-9]+",
     bs=r"[0-9]+",
 
 
@@ -138,6 +143,76 @@ def sweep_targets(family):
     return [f"{p}/status.json" for p in sweep_points(family)] + [f"{UFF}/{family}/validation_curves.png"]
 
 
+def relax_mem_mb(wildcards, attempt):
+    """Memory of a relaxation job, doubled on each retry."""
+    return config["relax"]["mem_mb"] * 2 ** (attempt - 1)
+
+
+def relax_runtime(wildcards, attempt):
+    """Wall time (minutes) of a relaxation job, doubled on each retry."""
+    return config["relax"]["runtime"] * 2 ** (attempt - 1)
+
+
+def relax_shard_paths(wildcards, ext):
+    """The shard outputs of one point and set; the shard count is known once the relaxation
+    sets exist (checkpoint relax_sets)."""
+    sets = checkpoints.relax_sets.get(split=UFF_SPLIT).output[0]
+    from mlff2d.relax import n_shards
+
+    n = n_shards(f"{sets}/{wildcards.relax_set}_start.extxyz", config["relax"]["shard_size"])
+    point = POINT.format(**wildcards)
+    return [f"{point}/relax/{wildcards.relax_set}/shards/{k}.{ext}" for k in range(n)]
+
+
+def relax_shard_records(wildcards):
+    return relax_shard_paths(wildcards, "parquet")
+
+
+def relax_shard_structures(wildcards):
+    return relax_shard_paths(wildcards, "extxyz")
+
+
+def evaluation_title(wildcards):
+    """Figure title of one point's evaluation, quoted for the shell."""
+    return shlex.quote(f"{wildcards.family} ecut {wildcards.ecut}, lr {wildcards.lr}, bs {wildcards.bs}: {wildcards.relax_set}")
+
+
+def collect_finished_only():
+    """True when the run asks only for `tables`/`ptables`: they then collect whatever has
+    finished and never start a training; in a full run they wait for every sweep point."""
+    targets = set(workflow.dag_settings.targets) if workflow.dag_settings else set()
+    return bool(targets) and targets <= {"tables", "ptables"}
+
+
+def evaluated_points():
+    """(family, point directory) of every enabled sweep point."""
+    return [(f, p) for f, spec in UFF_FAMILIES.items() if spec["enabled"] for p in sweep_points(f)]
+
+
+def table_inputs(wildcards):
+    """Evaluation summaries the tables are built from, and the baselines."""
+    finished_only = collect_finished_only()
+    inputs = [f"{RESULTS}/baseline/{s}/summary.json" for s in RELAX_SETS]
+    for _, point in evaluated_points():
+        if finished_only and not Path(f"{point}/status.json").exists():
+            continue
+        inputs += [f"{point}/relax/{s}/summary.json" for s in RELAX_SETS]
+    return inputs
+
+
+def table_point_args(wildcards):
+    """FAMILY=POINT_DIR arguments: every expected point (missing ones show as '–')."""
+    return " ".join(f"{f}={p}" for f, p in evaluated_points())
+
+
+def relax_targets():
+    """Evaluations of every point and set, baselines, tables and periodic-table maps."""
+    targets = [f"{RESULTS}/tables/table_4_1.csv", f"{RESULTS}/ptables/index.md"]
+    targets += [f"{RESULTS}/baseline/{s}/summary.json" for s in RELAX_SETS]
+    targets += [f"{p}/relax/{s}/summary.json" for _, p in evaluated_points() for s in RELAX_SETS]
+    return targets
+
+
 def data_targets():
     """Every output of the data pipeline."""
     targets = [f"{DATA}/filter_summary.csv"]
@@ -155,7 +230,7 @@ def all_targets():
     for family, spec in UFF_FAMILIES.items():
         if spec["enabled"]:
             targets += sweep_targets(family)
-    return targets
+    return targets + relax_targets()
 
 
 def campaign_summary():

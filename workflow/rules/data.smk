@@ -118,7 +118,7 @@ rule export:
         " --selected {input.selected} --split {input.split} --outdir {output} > {log} 2>&1"
 
 
-rule relax_sets:
+checkpoint relax_sets:
     input:
         clean=rules.filter_outliers.output.clean,
         split=rules.split.output,

@@ -1,0 +1,668 @@
+"""Relaxation errors of a force field against the DFT-relaxed structures (thesis 4.1-4.2).
+
+Quantities and units:
+
+* energy: final energy per atom, eV/atom; errors in meV/atom, signed as ML − DFT;
+* area: ``|a × b| / N`` of the final cell (thesis eq. 4.2; ``a`` and ``b`` are the first two
+  cell vectors, the periodic ones, ``c`` is the vacuum direction), Å²/atom; errors signed as
+  ML − DFT. Tables and element maps show areas × 100 (10⁻² Å²/atom) as in the thesis.
+
+Which structures enter the errors (one rule, used by every function here): a relaxation is
+*evaluated* when it ended with a usable structure, that is it converged or stopped at the step
+limit (``failure`` is ``""`` or ``"step_limit"``), and its final energy and area are finite.
+Every other relaxation (exploded, non-finite energy, exception, model or training failure, or
+a material missing from the records) is counted in ``n`` and in the failures but has NaN
+errors. The convergence rate (converged / all reference materials) is reported separately.
+
+Statistics over the evaluated structures: MAE, median of the absolute errors, RMSE, and R²,
+the coefficient of determination of the ML values against the DFT values about the y = x line,
+``1 − Σ(ml − dft)² / Σ(dft − mean dft)²`` (what a parity plot shows; not the R² of a fitted
+regression line).
+
+Per-element errors: a structure counts once towards **each distinct element** it contains,
+whatever its stoichiometry (MoWS4 counts once for Mo, once for W and once for S), so an
+element's MAE is the mean absolute error of the evaluated structures containing it.
+
+Failure reasons are grouped by the text before the first ``:`` (``"exception: ..."`` counts as
+``exception``).
+
+The composition baseline (:func:`baseline_errors`) predicts the energy per atom as
+``Σ_el x_el μ_el`` (``x_el`` the atomic fraction) with per-element energies ``μ_el`` fitted by
+least squares to the DFT-relaxed energies per atom of the training materials, and leaves the
+structure as it started (area of the first DFT frame).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ase.io
+import numpy as np
+import pandas as pd
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from matplotlib.figure import Figure
+
+from mlff2d.ptable import plot_periodic_table, save_figure
+from mlff2d.store import iter_tables
+
+#: Columns of an errors table, in order.
+ERROR_COLUMNS = (
+    "material_id",
+    "elements",
+    "n_atoms",
+    "converged",
+    "failure",
+    "evaluated",
+    "e_ml",
+    "e_dft",
+    "energy_error_meV",
+    "area_ml",
+    "area_dft",
+    "area_error",
+)
+#: Failure codes whose final structure still enters the errors.
+EVALUATED_FAILURES = ("", "step_limit")
+#: Failure of a reference material without a record.
+MISSING = "missing"
+#: Shown for a failed model or point in every table format (LaTeX gets ``--``).
+DASH = "–"
+#: Quantities of the relaxation tables: (name, column of ``rows``, factor to table units).
+TABLE_QUANTITIES = (("Energy", "energy_mae", 1.0), ("Area", "area_mae", 100.0))
+#: Decimals shown in the relaxation tables.
+TABLE_DECIMALS = 2
+
+ENERGY_LABEL = "Energy MAE (meV/atom)"
+AREA_LABEL = "Area MAE (10$^{-2}$ Å$^2$/atom)"
+
+
+# --------------------------------------------------------------------------------------------
+# Structures
+# --------------------------------------------------------------------------------------------
+
+
+def area_per_atom(atoms: Atoms) -> float:
+    """``|a × b| / N`` in Å²/atom (thesis eq. 4.2)."""
+    cell = np.asarray(atoms.cell, dtype=float)
+    return float(np.linalg.norm(np.cross(cell[0], cell[1])) / len(atoms))
+
+
+def element_string(numbers: Sequence[int]) -> str:
+    """Distinct element symbols, sorted by atomic number, space-separated (``"S Mo W"``)."""
+    return " ".join(chemical_symbols[z] for z in sorted({int(z) for z in numbers}))
+
+
+def _energy(atoms: Atoms) -> float:
+    if atoms.calc is not None:
+        return float(atoms.get_potential_energy())
+    for key in ("energy", "REF_energy"):
+        if key in atoms.info:
+            return float(atoms.info[key])
+    raise ValueError(f"structure {atoms.info.get('material_id')!r} has no energy")
+
+
+def read_structures(path: str | Path, energy: bool = True) -> pd.DataFrame:
+    """One row per structure of an extxyz relaxation set: material_id, elements, n_atoms,
+    energy_per_atom (eV/atom; only with ``energy``), area_per_atom (Å²/atom)."""
+    images = ase.io.read(path, index=":")
+    rows = []
+    for atoms in images:
+        row: dict[str, Any] = {
+            "material_id": str(atoms.info["material_id"]),
+            "elements": element_string(atoms.numbers),
+            "n_atoms": len(atoms),
+            "area_per_atom": area_per_atom(atoms),
+        }
+        if energy:
+            row["energy_per_atom"] = _energy(atoms) / len(atoms)
+        rows.append(row)
+    cols = ["material_id", "elements", "n_atoms", "area_per_atom"] + (["energy_per_atom"] if energy else [])
+    frame = pd.DataFrame(rows, columns=cols)
+    dup = frame["material_id"][frame["material_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"{path}: duplicate material ids {sorted(set(dup))[:10]}")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and statistics
+# --------------------------------------------------------------------------------------------
+
+
+def relaxation_errors(records: pd.DataFrame | str | Path, reference_file: str | Path) -> pd.DataFrame:
+    """Signed errors of relaxed structures against the DFT-relaxed reference, per material.
+
+    Args:
+        records: relaxation records (DataFrame or Parquet path) with material_id, n_atoms,
+            converged, energy_per_atom (eV/atom), area_per_atom (Å²/atom) and failure.
+        reference_file: extxyz of the DFT-relaxed structures (energy, ``material_id`` in info).
+
+    Returns:
+        One row per reference material, in reference order, with :data:`ERROR_COLUMNS`. A
+        material without a record is not converged with failure ``"missing"``. Errors are
+        NaN unless ``evaluated`` (see the module docstring).
+
+    Raises:
+        ValueError: records with ids not in the reference, duplicate ids, or an atom count
+            that differs from the reference.
+    """
+    rec = pd.read_parquet(records) if isinstance(records, (str, Path)) else records.copy()
+    rec["material_id"] = rec["material_id"].astype(str)
+    ref = read_structures(reference_file)
+    unknown = sorted(set(rec["material_id"]) - set(ref["material_id"]))
+    if unknown:
+        raise ValueError(f"records contain {len(unknown)} material ids not in {reference_file}: {unknown[:20]}")
+    dup = rec["material_id"][rec["material_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"records contain duplicate material ids: {sorted(set(dup))[:20]}")
+
+    rec = rec.set_index("material_id")
+    out = ref[["material_id", "elements", "n_atoms"]].copy()
+    ids = out["material_id"]
+    present = ids.isin(rec.index).to_numpy()
+    if "n_atoms" in rec:
+        rec_n = ids.map(rec["n_atoms"]).to_numpy(dtype=float)
+        bad = present & (rec_n != out["n_atoms"].to_numpy())
+        if bad.any():
+            raise ValueError(f"atom counts differ from the reference for {ids[bad].tolist()[:20]}")
+    conv_map = {k: bool(v) for k, v in rec["converged"].items()}
+    converged = np.array([conv_map.get(m, False) for m in ids], dtype=bool)
+    failure = ids.map(rec["failure"]).astype(object).to_numpy()
+    failure = np.where(present, failure, MISSING)
+    failure = np.array(["" if f is None or (isinstance(f, float) and math.isnan(f)) else str(f) for f in failure], dtype=object)
+    failure[~converged & (failure == "")] = "not_converged"  # a record that failed without saying why
+    e_ml = ids.map(rec["energy_per_atom"]).to_numpy(dtype=float)
+    area_ml = ids.map(rec["area_per_atom"]).to_numpy(dtype=float)
+    e_dft = ref["energy_per_atom"].to_numpy(dtype=float)
+    area_dft = ref["area_per_atom"].to_numpy(dtype=float)
+    evaluated = np.isin(failure, EVALUATED_FAILURES) & np.isfinite(e_ml) & np.isfinite(area_ml)
+
+    out["converged"] = converged
+    out["failure"] = pd.array(failure, dtype=str)
+    out["evaluated"] = evaluated
+    out["e_ml"] = e_ml
+    out["e_dft"] = e_dft
+    out["energy_error_meV"] = np.where(evaluated, (e_ml - e_dft) * 1000.0, np.nan)
+    out["area_ml"] = area_ml
+    out["area_dft"] = area_dft
+    out["area_error"] = np.where(evaluated, area_ml - area_dft, np.nan)
+    return out.reset_index(drop=True)[list(ERROR_COLUMNS)]
+
+
+def r2_score(predicted: np.ndarray, reference: np.ndarray) -> float:
+    """R² of ``predicted`` against ``reference`` about y = x; NaN for fewer than two values
+    or a constant reference."""
+    predicted, reference = np.asarray(predicted, float), np.asarray(reference, float)
+    if predicted.size < 2:
+        return float("nan")
+    ss_tot = float(np.sum((reference - reference.mean()) ** 2))
+    if ss_tot == 0.0:
+        return float("nan")
+    return 1.0 - float(np.sum((predicted - reference) ** 2)) / ss_tot
+
+
+def _stats(error: np.ndarray, predicted: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    nan = float("nan")
+    a = np.abs(error)
+    return {
+        "mae": float(a.mean()) if a.size else nan,
+        "median": float(np.median(a)) if a.size else nan,
+        "rmse": float(np.sqrt(np.mean(error**2))) if a.size else nan,
+        "r2": r2_score(predicted, reference),
+    }
+
+
+def failure_reason(failure: str) -> str:
+    """The reason code of a failure string: the text before the first ``:``."""
+    return failure.split(":", 1)[0].strip()
+
+
+def summarize(errors: pd.DataFrame) -> dict[str, Any]:
+    """Counts and error statistics of one relaxation run.
+
+    Returns:
+        ``n`` (reference materials), ``n_evaluated``, ``n_converged``, ``convergence_rate``
+        (converged / n), ``failures`` (reason -> count over the not-converged materials,
+        step_limit included), and ``energy`` (meV/atom) and ``area`` (Å²/atom), each a dict
+        of ``mae``, ``median`` (of the absolute errors), ``rmse`` and ``r2`` over the
+        evaluated structures (NaN when there are none).
+    """
+    n = len(errors)
+    ev = errors[errors["evaluated"].astype(bool)]
+    n_conv = int(errors["converged"].astype(bool).sum())
+    reasons = [failure_reason(f) for f, c in zip(errors["failure"], errors["converged"]) if not c]
+    failures = {r: reasons.count(r) for r in sorted(set(reasons))}
+    out: dict[str, Any] = {
+        "n": n,
+        "n_evaluated": len(ev),
+        "n_converged": n_conv,
+        "convergence_rate": n_conv / n if n else float("nan"),
+        "failures": failures,
+    }
+    out["energy"] = _stats(ev["energy_error_meV"].to_numpy(float), ev["e_ml"].to_numpy(float), ev["e_dft"].to_numpy(float))
+    out["area"] = _stats(ev["area_error"].to_numpy(float), ev["area_ml"].to_numpy(float), ev["area_dft"].to_numpy(float))
+    return out
+
+
+def per_element(errors: pd.DataFrame) -> pd.DataFrame:
+    """Energy and area MAE per element (a structure counts once for each distinct element).
+
+    Returns:
+        element, n (evaluated structures containing it), n_failed (not evaluated),
+        energy_mae_meV (meV/atom), area_mae (Å²/atom), sorted by atomic number. Elements
+        seen only in failed structures have n = 0 and NaN MAEs.
+    """
+    frame = pd.DataFrame(
+        {
+            "element": errors["elements"].astype(str).str.split(),
+            "evaluated": errors["evaluated"].astype(bool),
+            "energy_abs": errors["energy_error_meV"].abs(),
+            "area_abs": errors["area_error"].abs(),
+        }
+    ).explode("element")
+    frame = frame[frame["element"].notna() & (frame["element"] != "")]
+    ev = frame[frame["evaluated"]]
+    grouped = ev.groupby("element")
+    result = pd.DataFrame({"element": sorted(set(frame["element"]), key=lambda s: atomic_numbers[s])})
+    result["n"] = result["element"].map(grouped.size()).fillna(0).astype(int)
+    result["n_failed"] = result["element"].map(frame[~frame["evaluated"]].groupby("element").size()).fillna(0).astype(int)
+    result["energy_mae_meV"] = result["element"].map(grouped["energy_abs"].mean()).astype(float)
+    result["area_mae"] = result["element"].map(grouped["area_abs"].mean()).astype(float)
+    return result
+
+
+def evaluate_run(records: pd.DataFrame | str | Path, reference_file: str | Path, outdir: str | Path, title: str) -> dict[str, Any]:
+    """Write ``errors.csv``, ``per_element.csv``, ``summary.json``, ``parity.{png,pdf}`` and
+    ``element_maps.{png,pdf}`` of one relaxation run into ``outdir``; returns the summary."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    errors = relaxation_errors(records, reference_file)
+    elements = per_element(errors)
+    summary = summarize(errors)
+    errors.to_csv(outdir / "errors.csv", index=False, lineterminator="\n")
+    elements.to_csv(outdir / "per_element.csv", index=False, lineterminator="\n")
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    parity_plot(errors, outdir / "parity", title)
+    element_maps(elements, outdir / "element_maps", title)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Composition baseline
+# --------------------------------------------------------------------------------------------
+
+
+def _last_frames(clean: str | Path, keep: set[str]) -> dict[str, tuple[int, np.ndarray, float]]:
+    """(step, numbers, energy) of the last frame of each material in ``keep``."""
+    last: dict[str, tuple[int, np.ndarray, float]] = {}
+    for table in iter_tables(clean, columns=["material_id", "step", "numbers", "energy"]):
+        frame = table.to_pandas()
+        frame = frame[frame["material_id"].isin(keep)]
+        for row in frame.itertuples(index=False):
+            seen = last.get(row.material_id)
+            if seen is None or row.step >= seen[0]:
+                last[row.material_id] = (int(row.step), np.asarray(row.numbers, dtype=int), float(row.energy))
+    return last
+
+
+def _fractions(numbers: np.ndarray, elements: Sequence[str]) -> np.ndarray:
+    index = {s: i for i, s in enumerate(elements)}
+    x = np.zeros(len(elements))
+    for z in numbers:
+        x[index[chemical_symbols[int(z)]]] += 1.0
+    return x / len(numbers)
+
+
+def _read_split(split_csv: str | Path) -> pd.DataFrame:
+    return pd.read_csv(split_csv, dtype={"material_id": str, "split": str}, keep_default_na=False)
+
+
+def fit_element_energies(clean: str | Path, split_csv: str | Path) -> pd.Series:
+    """Per-element energies (eV/atom, indexed by symbol in atomic-number order) fitted by least
+    squares to the last-frame energies per atom of the ``train`` materials of the clean store.
+
+    ``E/N = Σ_el x_el μ_el`` without intercept; a rank-deficient system gets NumPy's
+    minimum-norm solution.
+    """
+    split = _read_split(split_csv)
+    train = set(split.loc[split["split"] == "train", "material_id"])
+    last = _last_frames(clean, train)
+    if not last:
+        raise ValueError(f"no training material of {split_csv} in {clean}")
+    zs = sorted({int(z) for _, numbers, _ in last.values() for z in numbers})
+    elements = [chemical_symbols[z] for z in zs]
+    x = np.array([_fractions(numbers, elements) for _, numbers, _ in last.values()])
+    y = np.array([energy / len(numbers) for _, numbers, energy in last.values()])
+    mu, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return pd.Series(mu, index=pd.Index(elements, name="element"), name="energy_per_atom")
+
+
+def baseline_errors(
+    clean: str | Path, split_csv: str | Path, set_name: str, start_file: str | Path, reference_file: str | Path
+) -> pd.DataFrame:
+    """Errors of the composition baseline on one relaxation set, as :func:`relaxation_errors`.
+
+    The baseline predicts ``Σ_el x_el μ_el`` (see :func:`fit_element_energies`) and does not
+    move the atoms: its area is the area of the start structure. A material with an element
+    absent from the training set is a failure ``"unseen_element: X"``.
+
+    Raises:
+        ValueError: a material of ``start_file`` whose split is not ``set_name``.
+    """
+    split = _read_split(split_csv)
+    which = dict(zip(split["material_id"], split["split"]))
+    mu = fit_element_energies(clean, split_csv)
+    start = ase.io.read(start_file, index=":")
+    wrong = [str(a.info["material_id"]) for a in start if which.get(str(a.info["material_id"])) != set_name]
+    if wrong:
+        raise ValueError(f"{start_file}: materials not in split {set_name!r}: {wrong[:20]}")
+    rows = []
+    for atoms in start:
+        symbols = atoms.get_chemical_symbols()
+        unseen = sorted(set(symbols) - set(mu.index), key=lambda s: atomic_numbers[s])
+        ok = not unseen
+        rows.append(
+            {
+                "material_id": str(atoms.info["material_id"]),
+                "formula": atoms.get_chemical_formula(),
+                "n_atoms": len(atoms),
+                "converged": ok,
+                "steps": 0,
+                "energy_per_atom": float(np.mean(mu[symbols].to_numpy())) if ok else float("nan"),
+                "area_per_atom": area_per_atom(atoms) if ok else float("nan"),
+                "failure": "" if ok else "unseen_element: " + " ".join(unseen),
+            }
+        )
+    return relaxation_errors(pd.DataFrame(rows), reference_file)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def parity_plot(errors: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
+    """ML against DFT energy (eV/atom) and area (Å²/atom), with y = x, R², MAE and N per panel
+    (thesis fig. 4.4); writes ``stem.png`` and ``stem.pdf``."""
+    ev = errors[errors["evaluated"].astype(bool)]
+    fig = Figure(figsize=(11, 5.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = (
+        ("e_ml", "e_dft", "energy_error_meV", "energy", "eV/atom", 1000.0, "meV/atom"),
+        ("area_ml", "area_dft", "area_error", "area", "Å$^2$/atom", 1.0, "Å$^2$/atom"),
+    )
+    for ax, (ml, dft, err, name, unit, _, err_unit) in zip(axes, panels):
+        x, y = ev[dft].to_numpy(float), ev[ml].to_numpy(float)
+        ax.set_xlabel(f"DFT {name} ({unit})")
+        ax.set_ylabel(f"ML {name} ({unit})")
+        ax.set_title(name.capitalize())
+        if not x.size:
+            ax.text(0.5, 0.5, "no evaluated relaxation", ha="center", va="center", transform=ax.transAxes)
+            continue
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        pad = 0.04 * (hi - lo) if hi > lo else 1.0
+        lo, hi = lo - pad, hi + pad
+        alpha = 0.8 if x.size < 500 else 0.35
+        ax.scatter(x, y, s=9 if x.size < 500 else 4, alpha=alpha, edgecolors="none", color="tab:blue", rasterized=x.size > 2000)
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        a = np.abs(ev[err].to_numpy(float))
+        text = f"$R^2$ = {r2_score(y, x):.4f}\nMAE = {a.mean():.3g} {err_unit}\nN = {x.size}"
+        ax.text(0.04, 0.96, text, transform=ax.transAxes, ha="left", va="top", fontsize=10,
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#b0b0b0"})
+        ax.legend(loc="lower right", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}: {len(ev)} of {len(errors)} relaxations evaluated")
+    return save_figure(fig, Path(stem))
+
+
+def _map_values(per_element_df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Values shown on the maps, in map units: energy meV/atom, area Å²/atom × 100."""
+    elements = per_element_df["element"].astype(str)
+    return {
+        "energy": dict(zip(elements, per_element_df["energy_mae_meV"].astype(float))),
+        "area": dict(zip(elements, per_element_df["area_mae"].astype(float) * 100.0)),
+    }
+
+
+Limit = float | Mapping[str, float] | None
+
+
+def _limit(value: Limit, quantity: str) -> float | None:
+    """The limit of ``quantity`` (``energy`` or ``area``) from a float, a mapping or None."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    return value.get(quantity)
+
+
+def shared_limits(*per_element_dfs: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+    """(vmin, vmax) per quantity spanning every table, in map units (see :func:`element_maps`)."""
+    vmin: dict[str, float] = {}
+    vmax: dict[str, float] = {}
+    for quantity in ("energy", "area"):
+        values = np.array([v for df in per_element_dfs for v in _map_values(df)[quantity].values()], dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            vmin[quantity], vmax[quantity] = float(values.min()), float(values.max())
+    return vmin, vmax
+
+
+def _draw_maps(ax_energy: Any, ax_area: Any, per_element_df: pd.DataFrame, vmin: Limit, vmax: Limit, log: bool) -> None:
+    values = _map_values(per_element_df)
+    for ax, quantity, label in ((ax_energy, "energy", ENERGY_LABEL), (ax_area, "area", AREA_LABEL)):
+        plot_periodic_table(
+            values[quantity], ax, label=label, cmap="viridis",
+            vmin=_limit(vmin, quantity), vmax=_limit(vmax, quantity), fmt="{:.3g}", log=log,
+        )
+
+
+def element_maps(
+    per_element_df: pd.DataFrame, stem: str | Path, title: str, vmin: Limit = None, vmax: Limit = None, log: bool = False
+) -> list[Path]:
+    """Periodic-table maps of (a) energy MAE (meV/atom) and (b) area MAE (Å²/atom × 100).
+
+    ``vmin``/``vmax`` are in map units (meV/atom; 10⁻² Å²/atom): a number applies to both
+    maps, a mapping ``{"energy": ..., "area": ...}`` to each; None is the data range. Elements
+    without an evaluated structure are grey. Writes ``stem.png`` and ``stem.pdf``.
+    """
+    fig = Figure(figsize=(13, 15.6), layout="constrained")
+    ax_e, ax_a = fig.subplots(2, 1)
+    _draw_maps(ax_e, ax_a, per_element_df, vmin, vmax, log)
+    ax_e.set_title("(a) energy", fontsize=13, loc="left")
+    ax_a.set_title("(b) area", fontsize=13, loc="left")
+    fig.suptitle(title, fontsize=15)
+    return save_figure(fig, Path(stem))
+
+
+def compare_element_maps(
+    per_element_a: pd.DataFrame,
+    per_element_b: pd.DataFrame,
+    labels: Sequence[str],
+    stem: str | Path,
+    title: str | None = None,
+    log: bool = False,
+) -> list[Path]:
+    """Element maps of two models side by side (columns), energy on top and area below, each
+    quantity on one colour scale spanning both models (:func:`shared_limits`)."""
+    if len(labels) != 2:
+        raise ValueError(f"compare_element_maps needs two labels, got {list(labels)}")
+    vmin, vmax = shared_limits(per_element_a, per_element_b)
+    fig = Figure(figsize=(26, 15.6), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for col, (df, label) in enumerate(zip((per_element_a, per_element_b), labels)):
+        _draw_maps(axes[0, col], axes[1, col], df, vmin, vmax, log)
+        axes[0, col].set_title(f"{label}: energy", fontsize=15, loc="left")
+        axes[1, col].set_title(f"{label}: area", fontsize=15, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=17)
+    return save_figure(fig, Path(stem))
+
+
+# --------------------------------------------------------------------------------------------
+# Tables (thesis Tables 4.1 and 4.2)
+# --------------------------------------------------------------------------------------------
+
+
+def _cutoff_key(label: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The relaxation-error table of thesis Tables 4.1/4.2 as data.
+
+    Args:
+        rows: one row per (set, model, ecut) with status ("ok"/"failed"), energy_mae
+            (meV/atom) and area_mae (Å²/atom).
+
+    Returns:
+        One row per set (val before test) × model (order of first appearance) × quantity
+        (Energy, Area) with columns ``set``, ``model``, ``quantity``, ``unit``, one column per
+        cutoff label (numerically sorted), then ``best`` and ``second``. A cutoff cell holds
+        the value in table units (energy meV/atom, area Å²/atom × 100), :data:`DASH` for a
+        failed point (status failed or a non-finite value), or NaN when that combination was
+        not run. ``best``/``second`` name the cutoff label(s) (space-separated on ties) with
+        the lowest and second-lowest value of the row, compared at the printed precision;
+        ``best`` needs two values in the row and ``second`` three, otherwise they are empty.
+    """
+    required = {"set", "model", "ecut", "status", "energy_mae", "area_mae"}
+    missing = required - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack columns {sorted(missing)}")
+    rows = rows.copy()
+    for col in ("set", "model", "ecut", "status"):
+        rows[col] = rows[col].astype(str)
+    bad = sorted(set(rows["status"]) - {"ok", "failed"})
+    if bad:
+        raise ValueError(f"status must be 'ok' or 'failed', got {bad}")
+    dup = rows.duplicated(["set", "model", "ecut"])
+    if dup.any():
+        raise ValueError(f"duplicate (set, model, ecut) rows: {rows.loc[dup, ['set', 'model', 'ecut']].values.tolist()}")
+    cutoffs = sorted(dict.fromkeys(rows["ecut"]), key=_cutoff_key)
+    set_order = {"val": 0, "test": 1}
+    sets = sorted(dict.fromkeys(rows["set"]), key=lambda s: (set_order.get(s, 2), s))
+    models = list(dict.fromkeys(rows["model"]))
+    lookup = {(r.set, r.model, r.ecut): r for r in rows.itertuples(index=False)}
+    records = []
+    for s in sets:
+        for m in models:
+            if not any((s, m, c) in lookup for c in cutoffs):
+                continue
+            for quantity, column, factor in TABLE_QUANTITIES:
+                rec: dict[str, Any] = {"set": s, "model": m, "quantity": quantity,
+                                       "unit": "meV/atom" if quantity == "Energy" else "Å²/atom × 100"}
+                values: dict[str, float] = {}
+                for c in cutoffs:
+                    r = lookup.get((s, m, c))
+                    if r is None:
+                        rec[c] = float("nan")
+                        continue
+                    v = float(getattr(r, column)) * factor
+                    if r.status == "failed" or not math.isfinite(v):
+                        rec[c] = DASH
+                    else:
+                        rec[c] = v
+                        values[c] = round(v, TABLE_DECIMALS)
+                ranked = sorted(set(values.values()))
+                best = [c for c in cutoffs if len(values) >= 2 and values.get(c) == ranked[0]]
+                second = [c for c in cutoffs if len(values) >= 3 and len(ranked) > 1 and values.get(c) == ranked[1]]
+                rec["best"], rec["second"] = " ".join(best), " ".join(second)
+                records.append(rec)
+    columns = ["set", "model", "quantity", "unit", *cutoffs, "best", "second"]
+    table = pd.DataFrame(records, columns=columns)
+    for c in cutoffs:
+        table[c] = table[c].astype(object)
+    return table
+
+
+def _cutoff_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("set", "model", "quantity", "unit", "best", "second")]
+
+
+def _cell(table_row: pd.Series, cutoff: str, bold: tuple[str, str], under: tuple[str, str], dash: str) -> str:
+    value = table_row[cutoff]
+    if isinstance(value, str):
+        return dash
+    if value is None or not math.isfinite(float(value)):
+        return ""
+    text = f"{float(value):.{TABLE_DECIMALS}f}"
+    if cutoff in str(table_row["best"]).split():
+        return bold[0] + text + bold[1]
+    if cutoff in str(table_row["second"]).split():
+        return under[0] + text + under[1]
+    return text
+
+
+_TEX_REPLACEMENTS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "Å": r"\AA{}", "²": r"$^2$", "³": r"$^3$", "×": r"$\times$", "–": "--", "⁻": "$^{-}$", "¹": "$^1$",
+}
+
+
+def tex_escape(text: str) -> str:
+    """Plain text to LaTeX (special characters escaped, Å²× and the en dash as TeX)."""
+    return "".join(_TEX_REPLACEMENTS.get(ch, ch) for ch in text)
+
+
+def _display_set(name: str) -> str:
+    return {"val": "Val", "test": "Test"}.get(name, name)
+
+
+def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
+    """Write a :func:`relaxation_table` as ``stem.csv``, ``stem.md`` and ``stem.tex``.
+
+    * CSV: the table as returned: plain numbers (full precision, table units), ``–`` for a
+      failed point, empty when not run, and the ``best``/``second`` columns naming cutoffs.
+    * Markdown: best value ``**x**``, second ``<u>x</u>``, ``–`` for failed, caption below.
+    * LaTeX: a ``table`` float with a ``tabular``; best ``\\textbf{x}``, second
+      ``\\underline{x}``, ``--`` (an en dash, –) for failed; the caption is escaped plain text.
+
+    Set and model are printed only on the first row of their group, as in the thesis.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    table.to_csv(paths[0], index=False, lineterminator="\n")
+    cutoffs = _cutoff_columns(table)
+    header = ["Set", "Model", "", *[f"Cutoff = {c}" for c in cutoffs]]
+
+    md_rows, tex_rows = [], []
+    prev: tuple[Any, Any] = (None, None)
+    for _, row in table.iterrows():
+        set_text = _display_set(str(row["set"])) if row["set"] != prev[0] else ""
+        model_text = str(row["model"]) if (row["set"], row["model"]) != prev else ""
+        if row["set"] != prev[0] and prev[0] is not None:
+            tex_rows.append(r"\hline")
+        prev = (row["set"], row["model"])
+        md_cells = [_cell(row, c, ("**", "**"), ("<u>", "</u>"), DASH) for c in cutoffs]
+        tex_cells = [_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs]
+        md_rows.append("| " + " | ".join([set_text, model_text, str(row["quantity"]), *md_cells]) + " |")
+        tex_rows.append(" & ".join([tex_escape(set_text), tex_escape(model_text), tex_escape(str(row["quantity"])), *tex_cells]) + r" \\")
+
+    md = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":--", ":--", *["--:"] * len(cutoffs)]) + "|", *md_rows]
+    paths[1].write_text("\n".join(md) + f"\n\nTable: {caption}\n", encoding="utf-8")
+
+    tex = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\begin{tabular}{lll" + "r" * len(cutoffs) + "}",
+        r"\hline",
+        " & ".join(tex_escape(h) for h in header) + r" \\",
+        r"\hline",
+        *tex_rows,
+        r"\hline",
+        r"\end{tabular}",
+        r"\caption{" + tex_escape(caption) + "}",
+        r"\end{table}",
+    ]
+    paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
+    return paths

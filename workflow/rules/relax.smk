@@ -1,0 +1,129 @@
+# Relaxation test (thesis 4.1-4.2): every val/test structure of the universal split relaxed by
+# each sweep point's model, in shards (scatter/gather), then energy and area errors, parity
+# plots, periodic-table maps, baselines and the thesis tables 4.1 and 4.2.
+
+
+rule relax_shard:
+    input:
+        status=f"{POINT}/status.json",
+        sets=f"{DATA}/relax/split~{UFF_SPLIT}",
+    output:
+        records=f"{POINT}/relax/{{relax_set}}/shards/{{shard}}.parquet",
+        structures=f"{POINT}/relax/{{relax_set}}/shards/{{shard}}.extxyz",
+    params:
+        point=subpath(input.status, parent=True),
+        r=config["relax"],
+    conda:
+        MAIN_ENV
+    log:
+        f"{POINT}/relax/{{relax_set}}/shards/{{shard}}.log",
+    benchmark:
+        f"{BENCH}/relax/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}/{{relax_set}}/{{shard}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=relax_mem_mb,
+        runtime=relax_runtime,
+    shell:
+        "mlff2d relax --family {wildcards.family} --point {params.point}"
+        " --start {input.sets}/{wildcards.relax_set}_start.extxyz --shard {wildcards.shard}"
+        " --shard-size {params.r[shard_size]} --fmax {params.r[fmax]} --max-steps {params.r[max_steps]}"
+        " --records {output.records} --structures {output.structures} > {log} 2>&1"
+
+
+rule gather_relax:
+    input:
+        records=relax_shard_records,
+        structures=relax_shard_structures,
+    output:
+        records=f"{POINT}/relax/{{relax_set}}/records.parquet",
+        structures=f"{POINT}/relax/{{relax_set}}/final.extxyz",
+    conda:
+        MAIN_ENV
+    log:
+        f"{POINT}/relax/{{relax_set}}/gather.log",
+    shell:
+        "mlff2d gather-relax --records {input.records} --structures {input.structures}"
+        " --records-out {output.records} --structures-out {output.structures} > {log} 2>&1"
+
+
+rule evaluate_relaxation:
+    input:
+        records=rules.gather_relax.output.records,
+        sets=f"{DATA}/relax/split~{UFF_SPLIT}",
+    output:
+        multiext(f"{POINT}/relax/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
+        multiext(f"{POINT}/relax/{{relax_set}}/parity", ".png", ".pdf"),
+        multiext(f"{POINT}/relax/{{relax_set}}/elements", ".png", ".pdf"),
+    params:
+        outdir=subpath(input.records, parent=True),
+        title=evaluation_title,
+    conda:
+        MAIN_ENV
+    log:
+        f"{POINT}/relax/{{relax_set}}/evaluate.log",
+    shell:
+        "mlff2d evaluate --records {input.records}"
+        " --reference {input.sets}/{wildcards.relax_set}_reference.extxyz"
+        " --outdir {params.outdir} --title {params.title} > {log} 2>&1"
+
+
+rule baseline:
+    input:
+        clean=rules.filter_outliers.output.clean,
+        split=f"{DATA}/split~{UFF_SPLIT}.csv",
+        sets=f"{DATA}/relax/split~{UFF_SPLIT}",
+    output:
+        multiext(f"{RESULTS}/baseline/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
+        multiext(f"{RESULTS}/baseline/{{relax_set}}/parity", ".png", ".pdf"),
+        multiext(f"{RESULTS}/baseline/{{relax_set}}/elements", ".png", ".pdf"),
+    params:
+        outdir=subpath(output[0], parent=True),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/baseline/{{relax_set}}.log",
+    shell:
+        "mlff2d baseline --clean {input.clean} --split {input.split} --set {wildcards.relax_set}"
+        " --start {input.sets}/{wildcards.relax_set}_start.extxyz"
+        " --reference {input.sets}/{wildcards.relax_set}_reference.extxyz"
+        " --outdir {params.outdir} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        table_inputs,
+    output:
+        multiext(f"{RESULTS}/tables/table_4_1", ".csv", ".md", ".tex"),
+        multiext(f"{RESULTS}/tables/table_4_2", ".csv", ".md", ".tex"),
+        f"{RESULTS}/tables/relaxation_summary.csv",
+    params:
+        points=table_point_args,
+        baseline=f"{RESULTS}/baseline",
+        sets=" ".join(RELAX_SETS),
+        outdir=subpath(output[0], parent=True),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/tables.log",
+    shell:
+        "mlff2d tables --points {params.points} --sets {params.sets} --baseline {params.baseline}"
+        " --outdir {params.outdir} > {log} 2>&1"
+
+
+rule ptables:
+    input:
+        table_inputs,
+    output:
+        f"{RESULTS}/ptables/index.md",
+    params:
+        points=table_point_args,
+        baseline=f"{RESULTS}/baseline",
+        sets=" ".join(RELAX_SETS),
+        outdir=subpath(output[0], parent=True),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/ptables.log",
+    shell:
+        "mlff2d ptables --points {params.points} --sets {params.sets} --baseline {params.baseline}"
+        " --outdir {params.outdir} > {log} 2>&1"
