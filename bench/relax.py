@@ -1,0 +1,325 @@
+"""Relaxation benchmark: time inside the calculator, and two shards on two cores against one.
+
+    .venv/main/bin/python bench/relax.py                      # tiny M3GNet, 40 structures, 2 rounds (~2 min)
+    .venv/main/bin/python bench/relax.py --fmax 0.05          # longer relaxations (~4 min)
+    .venv/main/bin/python bench/relax.py --model default      # the family's default model size
+
+Model: a tiny M3GNet (nblocks 1, units 16, embeddings 16; ``--model default``: the family's
+default size, nblocks 3, units 64) trained for 20 epochs (lr 3e-3, stress weight 1, batch 8)
+with ``mlff2d.sweep.train_point`` on 60 Lennard-Jones-labelled MoS2/WSe2 monolayers (3 and 6
+atoms, ±3 % strain, 0.05 Å rattle) in the ``m3gnet`` export format; cached in bench/out/relax/.
+Start structures: MoS2/WSe2/MoSe2/WS2 monolayers of 3, 6 and 12 atoms (1×1, 2×1, 2×2 cells),
+in-plane strain ±4 %, 0.08 Å rattle, c = 18.1 Å; the second half of the file repeats the first
+(new ids), so the two shards hold the same work (with ~20 random structures per shard, one
+shard easily has 30 % more FIRE steps than the other, which is the data, not the sharding).
+Relaxation: fmax 0.1 eV/Å (the stage's default), max_steps 300.
+
+Every run is a fresh process (``bench/relax.py _shard ...`` calling
+``mlff2d.relax.relax_shard``, as a Snakemake job would) with one torch/BLAS thread:
+
+* **one**: one process relaxes all structures (shard 0 of size N);
+* **two**: two processes started together relax shards 0 and 1 of size ceil(N/2).
+
+The rounds alternate the order (one → two, then two → one, ...). Reported (medians of rounds):
+
+* (a) the share of relax wall time spent inside the calculator: the records' summed
+  ``calc_time_s`` over their summed ``wall_time_s`` (a structure's wall time covers FIRE, the
+  cell filter, the explosion checks and the calculator), in the one-process runs;
+* (b) the speed-up one/two of: the process wall time (launch to the last exit: imports, model
+  load and I/O included – a fixed cost per process); the relaxations alone (summed per-structure
+  wall times; for two, the busier shard); and the CPU time (user + sys; for two, the busier
+  process) of ``relax_shard`` and of the whole process, which is what two free cores would
+  give – on a shared machine the wall-clock speed-up can only be as good as the cores the other
+  jobs leave free (see the load average);
+* a check that both layouts give the same records (times aside).
+
+Output: a summary on stdout and bench/out/relax_<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "out"
+WORK = OUT / "relax"
+THREAD_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")}
+FMAX, MAX_STEPS = 0.1, 300  # the stage's default fmax
+TRAINING = {"batch_size": 8, "epochs": 20, "lr": 3e-3, "stress_weight": 1.0}
+MODELS = {
+    "tiny": {"nblocks": 1, "units": 16, "dim_node_embedding": 16, "dim_edge_embedding": 16},
+    "default": {},  # the family's DEFAULTS: nblocks 3, units 64, embeddings 64
+}
+OFFSETS = {42: -10.0, 74: -12.0, 16: -4.0, 34: -3.5}  # eV per atom of Mo, W, S, Se
+COMPOUNDS = [("MoS2", 3.19), ("WSe2", 3.32), ("MoSe2", 3.32), ("WS2", 3.19)]
+
+
+def mx2(symbols: str, a: float) -> Any:
+    import numpy as np
+    from ase import Atoms
+
+    cell = np.array([[a, 0.0, 0.0], [-a / 2, a * math.sqrt(3) / 2, 0.0], [0.0, 0.0, 18.1]])
+    frac = np.array([[0.0, 0.0, 0.5], [1 / 3, 2 / 3, 0.586], [1 / 3, 2 / 3, 0.414]])
+    return Atoms(symbols, scaled_positions=frac, cell=cell, pbc=True)
+
+
+def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    import numpy as np
+    from ase.calculators.lj import LennardJones
+
+    from mlff2d.export import in_plane_stress_gpa
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        symbols, a = COMPOUNDS[i % 2]
+        atoms = mx2(symbols, a)
+        atoms.set_cell(atoms.cell.array @ np.diag([*rng.uniform(0.97, 1.03, 2), 1.0]), scale_atoms=True)
+        if rng.random() < 0.5:
+            atoms = atoms.repeat((2, 1, 1))
+        atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
+        atoms.calc = LennardJones(sigma=2.2, epsilon=0.2, rc=6.0, smooth=True)
+        rows.append(
+            {
+                "material_id": f"train-{seed}-{i}",
+                "step": 0,
+                "numbers": atoms.numbers.tolist(),
+                "positions": atoms.positions.ravel().tolist(),
+                "cell": atoms.cell.array.ravel().tolist(),
+                "energy": atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers),
+                "forces": atoms.get_forces().ravel().tolist(),
+                "stress_gpa": in_plane_stress_gpa(atoms.get_stress()).tolist(),
+            }
+        )
+    return rows
+
+
+def trained_point(model: str) -> Path:
+    """The sweep point of the benchmark model (trained once, then reused)."""
+    point = WORK / f"point_{model}"
+    status = point / "status.json"
+    if status.exists() and json.loads(status.read_text())["status"] == "ok":
+        return point
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from mlff2d.export import M3GNET_SCHEMA
+    from mlff2d.sweep import train_point
+
+    torch.set_num_threads(1)
+    data = WORK / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", training_rows(60, 0)), ("val", training_rows(12, 1))):
+        pq.write_table(pa.Table.from_pylist(rows, schema=M3GNET_SCHEMA), data / f"{split}.parquet")
+    result = train_point("m3gnet", data, point, {**MODELS[model], **TRAINING}, device="cpu")
+    if result["status"] != "ok":
+        raise SystemExit(f"training the benchmark model failed: {result['reason']}")
+    return point
+
+
+def start_file(n: int) -> Path:
+    import ase.io
+    import numpy as np
+
+    rng = np.random.default_rng(123)
+    half = math.ceil(n / 2)
+    structures = []
+    for i in range(half):
+        symbols, a = COMPOUNDS[(i // 3) % len(COMPOUNDS)]
+        atoms = mx2(symbols, a).repeat([(1, 1, 1), (2, 1, 1), (2, 2, 1)][i % 3])
+        atoms.set_cell(atoms.cell.array @ np.diag([*rng.uniform(0.96, 1.04, 2), 1.0]), scale_atoms=True)
+        atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+        structures.append(atoms)
+    # the second half repeats the first (new ids): both shards of "two" get the same work, so
+    # the speed-up measures the two processes, not how evenly random structures split
+    structures = (structures + [a.copy() for a in structures])[:n]
+    for i, atoms in enumerate(structures):
+        atoms.info["material_id"] = f"bench-{i:03d}"
+    path = WORK / f"start_{n}.extxyz"
+    ase.io.write(path, structures, format="extxyz")
+    return path
+
+
+def shard_main(args: argparse.Namespace) -> None:
+    """Child process: relax one shard and print its timings as JSON."""
+    t_start = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(1)
+    import matgl  # noqa: F401  (imported here so that relax_shard's time is model load + relaxations)
+
+    from mlff2d.relax import relax_shard
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    c0, t0 = cpu(), time.perf_counter()
+    out = Path(args.out)
+    records = relax_shard(
+        "m3gnet", args.point, args.start, args.shard, args.size,
+        out / f"records_{args.shard}.parquet", out / f"structures_{args.shard}.extxyz",
+        fmax=args.fmax, max_steps=args.max_steps, device="cpu",
+    )  # fmt: skip
+    t1, c1 = time.perf_counter(), cpu()
+    print(
+        json.dumps(
+            {
+                "imports_s": t0 - t_start,  # torch, matgl, mlff2d.relax
+                "relax_shard_s": t1 - t0,
+                "relaxations_s": float(records["wall_time_s"].sum()),
+                "relax_shard_cpu_s": c1 - c0,
+                "cpu_s": c1,
+                "n": len(records),
+            }
+        )
+    )
+
+
+def launch(point: Path, start: Path, shards: int, size: int, out: Path, fmax: float, max_steps: int) -> dict[str, Any]:
+    """Run ``shards`` shard processes at once; wall time from launch to the last exit."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **THREAD_ENV, "PYTHONUNBUFFERED": "1"}
+    cmds = [
+        [sys.executable, __file__, "_shard", "--point", str(point), "--start", str(start), "--shard", str(i),
+         "--size", str(size), "--out", str(out), "--fmax", str(fmax), "--max-steps", str(max_steps)]
+        for i in range(shards)
+    ]  # fmt: skip
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cmds]
+    shard_results = []
+    for p in procs:
+        stdout, stderr = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"shard process failed ({p.returncode}):\n{stderr[-3000:]}")
+        shard_results.append(json.loads(stdout.strip().splitlines()[-1]))
+    wall = time.perf_counter() - t0
+    records = pd.concat([pd.read_parquet(out / f"records_{i}.parquet") for i in range(shards)], ignore_index=True)
+    return {
+        "process_wall_s": wall,
+        "relax_shard_s": max(r["relax_shard_s"] for r in shard_results),
+        "relaxations_s": max(r["relaxations_s"] for r in shard_results),
+        "cpu_s": max(r["cpu_s"] for r in shard_results),
+        "relax_shard_cpu_s": max(r["relax_shard_cpu_s"] for r in shard_results),
+        "shards": shard_results,
+        "load_before": load_before,
+        "records": records,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--structures", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--model", choices=sorted(MODELS), default="tiny", help="M3GNet size (default: tiny)")
+    parser.add_argument("--fmax", type=float, default=FMAX)
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    args = parser.parse_args()
+    os.environ.update(THREAD_ENV)
+
+    t = time.perf_counter()
+    point = trained_point(args.model)
+    start = start_file(args.structures)
+    print(f"model {point} ready in {time.perf_counter() - t:.1f} s; {args.structures} structures in {start}")
+    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
+
+    n, half = args.structures, math.ceil(args.structures / 2)
+    runs: dict[str, list[dict[str, Any]]] = {"one": [], "two": []}
+    for r in range(args.rounds):
+        for layout in ["one", "two"] if r % 2 == 0 else ["two", "one"]:
+            shards, size = (1, n) if layout == "one" else (2, half)
+            res = launch(point, start, shards, size, WORK / f"run_{args.model}_{layout}_{r}", args.fmax, args.max_steps)
+            runs[layout].append(res)
+            per = res["shards"]
+            print(
+                f"round {r + 1} {layout}: process wall {res['process_wall_s']:.2f} s; per process: relaxations "
+                f"{[round(x['relaxations_s'], 2) for x in per]} s, relax_shard {[round(x['relax_shard_s'], 2) for x in per]} s, "
+                f"cpu {[round(x['relax_shard_cpu_s'], 2) for x in per]} s of {[round(x['cpu_s'], 2) for x in per]} s; "
+                f"load before {res['load_before']:.2f}"
+            )
+
+    timeless = ["material_id", "formula", "n_atoms", "converged", "steps", "energy_per_atom", "area_per_atom", "failure"]
+    reference = runs["one"][0]["records"][timeless]
+    same = all(res["records"][timeless].equals(reference) for rs in runs.values() for res in rs)
+
+    med = statistics.median
+    one_recs = [res["records"] for res in runs["one"]]
+    shares = [float(x["calc_time_s"].sum() / x["wall_time_s"].sum()) for x in one_recs]
+    steps = int(one_recs[0]["steps"].sum())
+    evals = steps + n
+    calc_ms = med(1000 * float(x["calc_time_s"].sum()) / evals for x in one_recs)
+    other_ms = med(1000 * float(x["wall_time_s"].sum() - x["calc_time_s"].sum()) / max(steps, 1) for x in one_recs)
+
+    def ratio(key: str) -> tuple[float, float, float, list[float]]:
+        per_round = [a[key] / b[key] for a, b in zip(runs["one"], runs["two"], strict=True)]
+        return med(r[key] for r in runs["one"]), med(r[key] for r in runs["two"]), med(per_round), per_round
+
+    speedups = {key: ratio(key) for key in ("process_wall_s", "relaxations_s", "relax_shard_cpu_s", "cpu_s")}
+    summary = {
+        "model": args.model,
+        "structures": n,
+        "fmax": args.fmax,
+        "max_steps": args.max_steps,
+        "outcomes": one_recs[0]["failure"].replace("", "converged").value_counts().to_dict(),
+        "steps_total": steps,
+        "calc_ms_per_evaluation": calc_ms,
+        "other_ms_per_step": other_ms,
+        "calc_share_per_round": shares,
+        "calc_share": med(shares),
+        "speedups": {k: {"one_s": v[0], "two_s": v[1], "speedup": v[2], "per_round": v[3]} for k, v in speedups.items()},
+        "fixed_s_per_process": med(
+            x["imports_s"] + x["relax_shard_s"] - x["relaxations_s"] for rs in runs.values() for r in rs for x in r["shards"]
+        ),
+        "same_records": same,
+        "load_average_end": os.getloadavg(),
+    }
+    print()
+    print(
+        f"{args.model} M3GNet, {n} structures ({summary['outcomes']}), {steps} FIRE steps, "
+        f"{calc_ms:.2f} ms per evaluation inside the calculator, {other_ms:.3f} ms per step outside it; "
+        f"fixed cost per process (imports, model load, I/O) {summary['fixed_s_per_process']:.1f} s"
+    )
+    print(f"(a) calc share of relax wall time: {med(shares):.3f} (rounds {[round(x, 3) for x in shares]})")
+    labels = {
+        "process_wall_s": "process wall, launch to exit",
+        "relaxations_s": "relaxations only (sum of per-structure wall times, busier shard)",
+        "relax_shard_cpu_s": "CPU time of relax_shard (model load + relaxations; busier shard)",
+        "cpu_s": "CPU time of the whole process (busier shard)",
+    }
+    for key, (one, two, sp, per_round) in speedups.items():
+        print(f"(b) speed-up, {labels[key]}: {sp:.2f}x ({one:.1f} s / {two:.1f} s; rounds {[round(x, 2) for x in per_round]})")
+    print(f"same records in every run: {same}; load average at the end {os.getloadavg()}")
+    for rs in runs.values():
+        for res in rs:
+            res["records"] = res["records"].to_dict("records")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"relax_{args.model}.json").write_text(json.dumps({"summary": summary, "runs": runs}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_shard":
+        p = argparse.ArgumentParser()
+        p.add_argument("_shard")
+        p.add_argument("--point", required=True)
+        p.add_argument("--start", required=True)
+        p.add_argument("--shard", type=int, required=True)
+        p.add_argument("--size", type=int, required=True)
+        p.add_argument("--out", required=True)
+        p.add_argument("--fmax", type=float, required=True)
+        p.add_argument("--max-steps", type=int, required=True)
+        shard_main(p.parse_args())
+    else:
+        main()
