@@ -50,10 +50,14 @@ def ours(root: Path, out: Path, workers: int) -> int:
 
 
 def peak_rss_mb(root: Path, out: Path) -> float:
+    # VmHWM is the peak of the child's own memory. Linux's ru_maxrss is not: a process started
+    # by fork + exec inherits its parent's peak RSS, here that of this benchmark process.
     code = (
         "import resource, sys; from pathlib import Path; sys.path.insert(0, %r); "
         "from ingest import ours; ours(Path(%r), Path(%r), 1); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        "import os; status = '/proc/self/status'; "
+        "hwm = [l.split()[1] for l in open(status) if l.startswith('VmHWM:')] if os.path.exists(status) else []; "
+        "print(int(hwm[0]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     ) % (str(Path(__file__).resolve().parent), str(root), str(out))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(res.stdout.split()[-1])
