@@ -76,7 +76,7 @@ def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
     import numpy as np
     from ase.calculators.lj import LennardJones
 
-    from mlff2d.export import in_plane_stress_gpa
+    from mlff2d.export import m3gnet_row
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -88,18 +88,8 @@ def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
             atoms = atoms.repeat((2, 1, 1))
         atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
         atoms.calc = LennardJones(sigma=2.2, epsilon=0.2, rc=6.0, smooth=True)
-        rows.append(
-            {
-                "material_id": f"train-{seed}-{i}",
-                "step": 0,
-                "numbers": atoms.numbers.tolist(),
-                "positions": atoms.positions.ravel().tolist(),
-                "cell": atoms.cell.array.ravel().tolist(),
-                "energy": atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers),
-                "forces": atoms.get_forces().ravel().tolist(),
-                "stress_gpa": in_plane_stress_gpa(atoms.get_stress()).tolist(),
-            }
-        )
+        energy = atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers)
+        rows.append(m3gnet_row(atoms, f"train-{seed}-{i}", 0, energy))
     return rows
 
 

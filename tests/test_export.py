@@ -8,7 +8,7 @@ import ase.io
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import calc, step, trajectory, write_alexandria
+from conftest import calc, step, write_alexandria
 
 from mlff2d.export import export_family, export_relax_sets
 from mlff2d.ingest import Source, ingest

@@ -20,7 +20,7 @@ import torch
 from ase import Atoms
 from ase.calculators.lj import LennardJones
 
-from mlff2d.export import M3GNET_SCHEMA, OUT_OF_PLANE_3X3, in_plane_stress_gpa
+from mlff2d.export import M3GNET_SCHEMA, OUT_OF_PLANE_3X3, m3gnet_row
 from mlff2d.families import METRIC_COLUMNS, get_family
 
 pytest.importorskip("matgl")
@@ -61,18 +61,8 @@ def labelled_rows(n: int, seed: int) -> list[dict[str, Any]]:
         chalcogen = CHALCOGENS[(i // 2) % 2]
         atoms = mx2(METALS[i % 2], chalcogen, 3.19 if chalcogen == 16 else 3.3, rng)
         atoms.calc = LennardJones(sigma=2.2, epsilon=0.2, rc=6.0, smooth=True)
-        rows.append(
-            {
-                "material_id": f"mat-{seed}-{i // 3}",
-                "step": i % 3,
-                "numbers": atoms.numbers.tolist(),
-                "positions": atoms.positions.ravel().tolist(),
-                "cell": atoms.cell.array.ravel().tolist(),
-                "energy": atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers),
-                "forces": atoms.get_forces().ravel().tolist(),
-                "stress_gpa": in_plane_stress_gpa(atoms.get_stress()).tolist(),
-            }
-        )
+        energy = atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers)
+        rows.append(m3gnet_row(atoms, f"mat-{seed}-{i // 3}", i % 3, energy))
     return rows
 
 

@@ -324,7 +324,7 @@ def labelled_frames(n: int, seed: int) -> list[dict[str, Any]]:
     """Frames in the ``m3gnet`` export's columns, labelled by Lennard-Jones plus offsets."""
     from ase.calculators.lj import LennardJones
 
-    from mlff2d.export import in_plane_stress_gpa
+    from mlff2d.export import m3gnet_row
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -333,18 +333,8 @@ def labelled_frames(n: int, seed: int) -> list[dict[str, Any]]:
         atoms.set_cell(atoms.cell.array @ np.diag([*rng.uniform(0.97, 1.03, 2), 1.0]), scale_atoms=True)
         atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
         atoms.calc = LennardJones(sigma=2.2, epsilon=0.2, rc=6.0, smooth=True)
-        rows.append(
-            {
-                "material_id": f"m-{seed}-{i}",
-                "step": 0,
-                "numbers": atoms.numbers.tolist(),
-                "positions": atoms.positions.ravel().tolist(),
-                "cell": atoms.cell.array.ravel().tolist(),
-                "energy": atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers),
-                "forces": atoms.get_forces().ravel().tolist(),
-                "stress_gpa": in_plane_stress_gpa(atoms.get_stress()).tolist(),
-            }
-        )
+        energy = atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers)
+        rows.append(m3gnet_row(atoms, f"m-{seed}-{i}", 0, energy))
     return rows
 
 

@@ -60,6 +60,21 @@ def in_plane_stress_gpa(voigt_ev_a3: np.ndarray) -> np.ndarray:
     return full
 
 
+def m3gnet_row(atoms: Atoms, material_id: str, step: int, energy: float | None = None) -> dict[str, object]:
+    """One row of the M3GNet export (:data:`M3GNET_SCHEMA`) from Atoms whose calculator holds
+    the labels in ASE units; ``energy`` (eV) replaces the calculator's energy when given."""
+    return {
+        "material_id": material_id,
+        "step": step,
+        "numbers": atoms.numbers.tolist(),
+        "positions": atoms.positions.ravel().tolist(),
+        "cell": atoms.cell.array.ravel().tolist(),
+        "energy": float(atoms.get_potential_energy() if energy is None else energy),
+        "forces": atoms.get_forces().ravel().tolist(),
+        "stress_gpa": in_plane_stress_gpa(atoms.get_stress()).tolist(),
+    }
+
+
 def mace_atoms(row: pd.Series) -> Atoms:
     """Atoms with the MACE ``REF_*`` labels and no calculator."""
     atoms = row_to_atoms(row)
