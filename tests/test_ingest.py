@@ -256,3 +256,20 @@ def test_parallel_workers_give_the_same_store(tmp_path: Path) -> None:
     two = ingest([src], tmp_path / "b" / "f.parquet", tmp_path / "b" / "m.csv", workers=2)
     assert one.equals(two)
     assert read_frames(tmp_path / "a" / "f.parquet").equals(read_frames(tmp_path / "b" / "f.parquet"))
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        {"species": [{"element": "Mo", "occu": None}], "xyz": [0.0, 0.0, 9.0]},
+        {"species": [], "xyz": [0.0, 0.0, 9.0]},
+        {"species": [{"element": "Mo", "occu": 1}], "xyz": None},
+        {"species": [{"element": "Mo", "occu": 1}]},
+    ],
+)
+def test_malformed_site_names_the_record(tmp_path: Path, site: dict) -> None:
+    bad = step()
+    bad["structure"]["sites"][1] = site
+    path = write_alexandria(tmp_path / "t.json", {"agm7": [calc([step(), bad])]})
+    with pytest.raises(IngestError, match=r"t\.json: material 'agm7' calc 0 step 1: 'structure' is not a valid"):
+        run(tmp_path, Source(str(path), "alexandria"))

@@ -259,23 +259,24 @@ def open_text(path: Path) -> bytes:
 
 
 def _parse_structure(struct: Any, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """numbers, positions (Å), cell (Å) and a problem code from a pymatgen Structure dict."""
+    """numbers, positions (Å), cell (Å) and a problem code from a pymatgen Structure dict;
+    anything that is not such a dict raises an IngestError naming the record."""
     try:
-        cell = np.array(struct["lattice"]["matrix"], dtype=float)
+        cell = np.array(struct["lattice"]["matrix"], dtype=float).reshape(3, 3)
         sites = struct["sites"]
-    except (KeyError, TypeError) as exc:
-        raise IngestError(f"{where}: 'structure' is not a pymatgen Structure dict (missing {exc})") from exc
-    problem = ""
-    numbers = np.empty(len(sites), dtype=np.int16)
-    for i, site in enumerate(sites):
-        species = site["species"]
-        if len(species) != 1 or abs(species[0].get("occu", 1.0) - 1.0) > 1e-6:
-            problem = problem or "disordered_site"
-        numbers[i] = atomic_numbers.get(species[0]["element"], 0)
-    if "xyz" in (sites[0] if sites else {}):
-        positions = np.array([s["xyz"] for s in sites], dtype=float).reshape(-1, 3)
-    else:
-        positions = np.array([s["abc"] for s in sites], dtype=float).reshape(-1, 3) @ cell
+        problem = ""
+        numbers = np.empty(len(sites), dtype=np.int16)
+        for i, site in enumerate(sites):
+            species = site["species"]
+            if len(species) != 1 or abs(species[0].get("occu", 1.0) - 1.0) > 1e-6:
+                problem = problem or "disordered_site"
+            numbers[i] = atomic_numbers.get(species[0]["element"], 0)
+        if "xyz" in (sites[0] if sites else {}):
+            positions = np.array([s["xyz"] for s in sites], dtype=float).reshape(-1, 3)
+        else:
+            positions = np.array([s["abc"] for s in sites], dtype=float).reshape(-1, 3) @ cell
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+        raise IngestError(f"{where}: 'structure' is not a valid pymatgen Structure dict ({type(exc).__name__}: {exc})") from exc
     return numbers, positions, cell, problem
 
 
