@@ -236,10 +236,12 @@ def all_targets():
 def campaign_summary():
     """Where a finished campaign's tables and figures are."""
     lines = [f"\nmlff2d: campaign '{CAMPAIGN}' is complete. Results are in {RESULTS}/:"]
-    lines.append(f"  data ledger and counts: {DATA}/ledger_materials.csv, {DATA}/filter_summary.csv")
-    lines.append(f"  training files:         {DATA}/export/<family>/ecut~<e_cut>/split~<split>/")
-    lines.append(f"  relaxation sets:        {DATA}/relax/split~<split>/")
+    lines.append(f"  relaxation tables 4.1/4.2: {RESULTS}/tables/ (CSV, Markdown, LaTeX)")
+    lines.append(f"  periodic-table maps:       {RESULTS}/ptables/index.md")
+    lines.append(f"  sweeps:                    {UFF}/<family>/validation_curves.png, <point>/relax/<set>/")
+    lines.append(f"  baselines:                 {RESULTS}/baseline/<set>/")
+    lines.append(f"  data ledger and counts:    {DATA}/ledger_materials.csv, {DATA}/filter_summary.csv")
     if config["figures"]["enabled"]:
-        lines.append(f"  dataset figures:        {DATA}/figures/ (PNG + PDF)")
-    lines.append(f"  run times per job:      {BENCH}/")
+        lines.append(f"  dataset figures:           {DATA}/figures/ (PNG + PDF)")
+    lines.append(f"  run times per job:         {BENCH}/ (bench/demo_times.py {RESULTS})")
     return "\n".join(lines)
