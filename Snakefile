@@ -42,5 +42,9 @@ rule all:
     default_target: True
 
 
+onstart:
+    write_campaign_provenance()
+
+
 onsuccess:
     print(campaign_summary())

@@ -50,3 +50,6 @@ def test_failed_training_is_recorded(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "point" / "status.json").read_text())
     assert saved["status"] == "failed" and saved["reason"]
     assert list(pd.read_csv(tmp_path / "point" / "metrics.csv").columns) == METRIC_COLUMNS
+    provenance = json.loads((tmp_path / "point" / "provenance.json").read_text())
+    assert {"mlff2d", "torch", "matgl", "mace-torch", "snakemake"} <= set(provenance["packages"])
+    assert provenance["host"] and provenance["git_commit"]

@@ -89,6 +89,9 @@ def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
         assert (data / "figures" / f"{stem}.png").stat().st_size > 1000
         assert (data / "figures" / f"{stem}.pdf").exists()
     assert (work / "results" / "e2e" / "benchmarks" / "ingest.tsv").exists()
+    resolved = yaml.safe_load((work / "results" / "e2e" / "config.resolved.yaml").read_text())
+    assert resolved["campaign"] == "e2e" and resolved["outliers"]["max_sites"] == 20  # defaults filled
+    assert json.loads((work / "results" / "e2e" / "provenance.json").read_text())["packages"]["mlff2d"]
     # nothing left to do on a second run
     again = snakemake(work, "-n", "--cores", "1", "data")
     assert "Nothing to be done" in again.stdout + again.stderr

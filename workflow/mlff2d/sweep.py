@@ -4,7 +4,7 @@ validation curves of a family (thesis figures 4.3, 4.5, 6.9).
 A sweep point lives in ``uff/<family>/ecut~<e_cut>/lr~<lr>/bs~<bs>/`` and holds ``model/``,
 ``metrics.csv`` (one row per epoch, see :data:`mlff2d.families.METRIC_COLUMNS`),
 ``status.json`` (``ok`` or ``failed`` with the reason), ``params.yaml`` (the resolved
-settings) and the training log. A failed training is recorded, not raised, so the rest of the
+settings), ``provenance.json`` (package versions, git commit, host) and the training log. A failed training is recorded, not raised, so the rest of the
 campaign goes on and the tables show it as failed.
 """
 
@@ -23,6 +23,7 @@ import yaml
 
 from mlff2d.config import fmt_float
 from mlff2d.families import METRIC_COLUMNS, get_family
+from mlff2d.provenance import write_provenance
 
 GRID_WILDCARDS = {"e_cut": "ecut", "lr": "lr", "batch_size": "bs"}
 
@@ -58,6 +59,7 @@ def train_point(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=True))
+    write_provenance(outdir)
     start = time.time()
     try:
         model = get_family(family).train(Path(data_dir), outdir, dict(params), init_model=init_model, device=device)

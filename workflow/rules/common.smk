@@ -233,6 +233,13 @@ def all_targets():
     return targets + relax_targets()
 
 
+def write_campaign_provenance():
+    """The resolved config and the provenance of this run, in results/<campaign>/."""
+    from mlff2d.provenance import write_provenance
+
+    write_provenance(RESULTS, config)
+
+
 def campaign_summary():
     """Where a finished campaign's tables and figures are."""
     lines = [f"\nmlff2d: campaign '{CAMPAIGN}' is complete. Results are in {RESULTS}/:"]
