@@ -48,6 +48,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from matplotlib.figure import Figure
 
 from mlff2d.ptable import plot_periodic_table, save_figure
+from mlff2d.relax import area_per_atom  # one definition (thesis eq. 4.2) for ML and DFT structures
 from mlff2d.store import iter_tables
 
 #: Columns of an errors table, in order.
@@ -83,12 +84,6 @@ AREA_LABEL = "Area MAE (10$^{-2}$ Å$^2$/atom)"
 # --------------------------------------------------------------------------------------------
 # Structures
 # --------------------------------------------------------------------------------------------
-
-
-def area_per_atom(atoms: Atoms) -> float:
-    """``|a × b| / N`` in Å²/atom (thesis eq. 4.2)."""
-    cell = np.asarray(atoms.cell, dtype=float)
-    return float(np.linalg.norm(np.cross(cell[0], cell[1])) / len(atoms))
 
 
 def element_string(numbers: Sequence[int]) -> str:
