@@ -24,6 +24,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/uff.smk"
 include: "workflow/rules/relax.smk"
+include: "workflow/rules/alloys.smk"
+include: "workflow/rules/formation.smk"
 include: "workflow/rules/demo.smk"
 
 

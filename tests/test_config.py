@@ -11,12 +11,14 @@ import yaml
 from mlff2d.config import ConfigError, fmt_float, load_config, load_schema, validate_config
 
 
-def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any], bool]]:
+    """(dotted name, sub-schema, required by its parent) of every field, $defs included."""
     out = []
     for name, sub in schema.get("$defs", {}).items():
         out += walk(sub, f"$defs.{name}.")
+    required = set(schema.get("required", []))
     for name, sub in schema.get("properties", {}).items():
-        out.append((f"{path}{name}", sub))
+        out.append((f"{path}{name}", sub, name in required))
         out += walk(sub, f"{path}{name}.")
         if "items" in sub:
             out += walk(sub["items"], f"{path}{name}[].")
@@ -26,10 +28,10 @@ def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, An
 def test_every_field_has_description_and_default() -> None:
     fields = walk(load_schema())
     assert len(fields) > 25
-    for name, sub in fields:
+    for name, sub, required in fields:
         assert sub.get("description"), f"{name} has no description"
-        required = name.startswith("data.sources[].") and name.split(".")[-1] in ("path", "format")
         assert required or "default" in sub, f"{name} has no default"
+    assert {name for name, _, required in fields if required} >= {"$defs.source.path", "$defs.source.format"}
 
 
 def test_defaults_are_the_study() -> None:

@@ -34,7 +34,7 @@ def test_demo_campaign(tmp_path: Path) -> None:
 
     demo = tmp_path / "results" / "demo"
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    ledger = pd.read_csv(demo / "data" / "ledger_materials.csv")
+    ledger = pd.read_csv(demo / "data" / "2d" / "ledger_materials.csv")
     assert (ledger["reason"] == "kept").mean() > 0.9
     for family, spec in config["uff"]["families"].items():
         points = sorted((demo / "uff" / family).glob("ecut~*/lr~*/bs~*/status.json"))
@@ -45,10 +45,10 @@ def test_demo_campaign(tmp_path: Path) -> None:
             assert len(metrics) == spec["params"]["epochs"]
             assert metrics[["energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae"]].notna().all().all()
         assert (demo / "uff" / family / "validation_curves.png").stat().st_size > 1000
-    assert (demo / "data" / "figures" / "elements_ptable.png").stat().st_size > 1000
+    assert (demo / "data" / "2d" / "figures" / "elements_ptable.png").stat().st_size > 1000
 
     # relaxation test of every point and set, baselines, tables and maps
-    n_val = int((pd.read_csv(demo / "data" / "split~80-10-10.csv")["split"] == "val").sum())
+    n_val = int((pd.read_csv(demo / "data" / "2d" / "split~80-10-10.csv")["split"] == "val").sum())
     for family in config["uff"]["families"]:
         for summary_file in (demo / "uff" / family).glob("ecut~*/lr~*/bs~*/relax/*/summary.json"):
             summary = json.loads(summary_file.read_text())

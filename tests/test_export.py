@@ -83,6 +83,14 @@ def test_relax_sets_first_and_last_frame(prepared: dict[str, Path]) -> None:
     assert start[0].info["material_id"] == ref[0].info["material_id"]
 
 
+def test_relax_sets_with_train(prepared: dict[str, Path]) -> None:
+    counts = export_relax_sets(prepared["clean"], prepared["split"], prepared["dir"] / "all", sets=("train", "val", "test"))
+    assert counts == {"train": 8, "val": 1, "test": 1}
+    train = ase.io.read(prepared["dir"] / "all" / "train_reference.extxyz", index=":")
+    split = pd.read_csv(prepared["split"])
+    assert sorted(a.info["material_id"] for a in train) == sorted(split.loc[split["split"] == "train", "material_id"])
+
+
 def test_unknown_family(prepared: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="unknown model family 'schnet'"):
         export_family(prepared["clean"], prepared["selected"], prepared["split"], "schnet", prepared["dir"] / "x")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlff2d.split import split_dataset, split_materials
+from mlff2d.split import split_dataset, split_materials, union_splits
 
 IDS = [f"agm{i:05d}" for i in range(1000)]
 
@@ -46,3 +46,16 @@ def test_byte_identical_files(tmp_path: Path) -> None:
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     out = pd.read_csv(tmp_path / "a.csv")
     assert len(out) == 990  # removed materials are never split
+
+
+def test_union_keeps_each_material_in_its_set(tmp_path: Path) -> None:
+    a = split_materials([f"A-{i}" for i in range(10)], [0.8, 0.1, 0.1], 1)
+    b = split_materials([f"B-{i}" for i in range(10)], [0.8, 0.1, 0.1], 1)
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    union = union_splits([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "u.csv")
+    assert len(union) == 20 and dict(zip(union["material_id"], union["split"])) == {
+        **dict(zip(a["material_id"], a["split"])), **dict(zip(b["material_id"], b["split"]))}
+    b.iloc[:1].to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(ValueError, match="'B-0' is in more than one split.*b.csv.*c.csv"):
+        union_splits([tmp_path / "b.csv", tmp_path / "c.csv"], tmp_path / "x.csv")

@@ -27,11 +27,18 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def campaign_dir(tmp_path: Path, n_materials: int, **overrides: object) -> Path:
-    """A working directory whose config/config.yaml is the study's, pointed at generated data."""
+def campaign_dir(tmp_path: Path, n_materials: int, alloys: int = 0, **overrides: object) -> Path:
+    """A working directory whose config/config.yaml is the study's, pointed at generated data:
+    ``n_materials`` 2D materials and, when ``alloys`` > 0, that many materials for each of the
+    study's alloy datasets (none otherwise)."""
     write_alexandria(tmp_path / "alexandria", n_materials, n_steps=8, per_file=max(1, n_materials // 3), seed=3)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["data"]["sources"][0]["path"] = str(tmp_path / "alexandria" / "*.json.bz2")
+    for k, dataset in enumerate(config["alloys"]["datasets"]):
+        write_alexandria(tmp_path / "alloys" / dataset["name"], max(alloys, 1), n_steps=8, seed=10 + k, prefix=f"{dataset['name']}-")
+        dataset["sources"][0]["path"] = str(tmp_path / "alloys" / dataset["name"] / "*.json.bz2")
+    if not alloys:
+        config["alloys"]["datasets"] = []
     config.update(overrides)
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -45,14 +52,15 @@ def test_lint_is_clean() -> None:
 
 
 def test_dry_run_of_the_study_lists_every_stage(tmp_path: Path) -> None:
-    work = campaign_dir(tmp_path, 30)
+    work = campaign_dir(tmp_path, 30, alloys=3)
     out = snakemake(work, "-n", "--cores", "1")
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
     for stage in STAGES:
         assert f"\n{stage} " in text or f"rule {stage}:" in text, f"stage {stage} missing from the dry run"
-    # 4 cutoffs x 2 splits x 3 families exports; the thesis grids: M3GNet 3 x 2 x 3, MACE 2 x 3
-    assert text.count("rule export:") == 24
+    # 2d: 4 cutoffs x 2 splits x 3 families exports; 9 alloys + combined: 3 cutoffs x 2 splits x 3
+    assert text.count("rule export:") == 24 + 10 * 18
+    assert text.count("rule ingest:") == 1 + 10 and text.count("checkpoint relax_sets:") == 2 + 10 * 2
     assert text.count("rule train_uff:") == 18 + 6
     assert "uff/m3gnet/ecut~1e6/lr~0.0001/bs~512/status.json" in text
 
@@ -70,12 +78,15 @@ def test_bad_config_stops_with_key(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
     work = campaign_dir(
-        tmp_path, 40, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
+        tmp_path, 40, alloys=10, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
         uff={"split": "80-10-10"},
     )
+    cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    cfg["alloys"].update(datasets=cfg["alloys"]["datasets"][:2], e_cuts=[1000000.0], splits=["80-10-10"])
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     out = snakemake(work, "--cores", "2", "data")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    data = work / "results" / "e2e" / "data"
+    data = work / "results" / "e2e" / "data" / "2d"
     ledger = pd.read_csv(data / "ledger_materials.csv")
     assert len(ledger) == 40 and set(ledger["reason"]) == {"kept"}
     split = pd.read_csv(data / "split~80-10-10.csv")
@@ -88,10 +99,17 @@ def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
     for stem in ("elements", "elements_ptable", "spacegroups", "distributions", "selected_steps_per_element"):
         assert (data / "figures" / f"{stem}.png").stat().st_size > 1000
         assert (data / "figures" / f"{stem}.pdf").exists()
-    assert (work / "results" / "e2e" / "benchmarks" / "ingest.tsv").exists()
+    assert (work / "results" / "e2e" / "benchmarks" / "ingest" / "2d.tsv").exists()
     resolved = yaml.safe_load((work / "results" / "e2e" / "config.resolved.yaml").read_text())
     assert resolved["campaign"] == "e2e" and resolved["outliers"]["max_sites"] == 20  # defaults filled
     assert json.loads((work / "results" / "e2e" / "provenance.json").read_text())["packages"]["mlff2d"]
+    # alloy datasets: their own pipeline; the combined dataset's split is the union of theirs
+    alloy_splits = [pd.read_csv(work / "results" / "e2e" / "data" / a / "split~80-10-10.csv") for a in ("IrRuS2", "MoTaS2")]
+    combined = pd.read_csv(work / "results" / "e2e" / "data" / "alloys" / "split~80-10-10.csv")
+    pd.testing.assert_frame_equal(combined, pd.concat(alloy_splits).sort_values("material_id").reset_index(drop=True))
+    assert combined["material_id"].str.startswith("MoTaS2-").sum() == 10
+    alloy_sets = work / "results" / "e2e" / "data" / "alloys" / "relax" / "split~80-10-10"
+    assert len(ase.io.read(alloy_sets / "train_start.extxyz", index=":")) == (combined["split"] == "train").sum() == 16
     # nothing left to do on a second run
     again = snakemake(work, "-n", "--cores", "1", "data")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -120,7 +138,7 @@ def test_missing_data_is_named(tmp_path: Path) -> None:
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     out = snakemake(work, "-n", "--cores", "1")
     assert out.returncode != 0
-    assert "data source 'nowhere/*.json.bz2' (alexandria) matches no input files" in out.stdout + out.stderr
+    assert "data source 'nowhere/*.json.bz2' (alexandria) of dataset '2d' matches no input files; set data.sources" in out.stdout + out.stderr
 
 
 @pytest.mark.slow

@@ -56,9 +56,14 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from mlff2d.split import split_dataset
+    from mlff2d.split import split_dataset, union_splits
 
-    result = split_dataset(args.ledger_materials, args.out, args.ratios, args.seed)
+    if args.union:
+        result = union_splits(args.union, args.out)
+    elif args.ledger_materials and args.ratios:
+        result = split_dataset(args.ledger_materials, args.out, args.ratios, args.seed)
+    else:
+        raise SystemExit("mlff2d split: give --ledger-materials and --ratios, or --union")
     log.info("split: %s", result["split"].value_counts().to_dict())
 
 
@@ -72,7 +77,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_relax_sets(args: argparse.Namespace) -> None:
     from mlff2d.export import export_relax_sets
 
-    counts = export_relax_sets(args.clean, args.split, args.outdir)
+    counts = export_relax_sets(args.clean, args.split, args.outdir, sets=args.sets)
     log.info("relaxation sets: %s materials", counts)
 
 
@@ -219,9 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_select)
 
     s = sub.add_parser("split", help="split materials into train/val/test")
-    s.add_argument("--ledger-materials", required=True)
-    s.add_argument("--ratios", type=float, nargs=3, required=True, metavar=("TRAIN", "VAL", "TEST"))
+    s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
+    s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--union", nargs="+", help="instead: combine these split CSVs (the combined alloy dataset)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)
 
@@ -233,9 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("relax-sets", help="write start and reference structures of val/test")
+    s = sub.add_parser("relax-sets", help="write start and reference structures of val/test (and train)")
     s.add_argument("--clean", required=True)
     s.add_argument("--split", required=True)
+    s.add_argument("--sets", nargs="+", choices=("train", "val", "test"), default=["val", "test"])
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_relax_sets)
 

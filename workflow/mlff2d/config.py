@@ -54,9 +54,22 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("; ".join(_describe(e) for e in errors))
-    if config["uff"]["split"] not in config["splits"]:
-        raise ConfigError(f"config key 'uff.split': {config['uff']['split']!r} is not one of the splits {sorted(config['splits'])}")
+    _check_names(config)
     return config
+
+
+def _check_names(config: dict[str, Any]) -> None:
+    """Cross-references the schema cannot express: split names exist, dataset names are unique."""
+    splits = sorted(config["splits"])
+    if config["uff"]["split"] not in config["splits"]:
+        raise ConfigError(f"config key 'uff.split': {config['uff']['split']!r} is not one of the splits {splits}")
+    for name in config["alloys"]["splits"] if config["alloys"]["datasets"] else []:
+        if name not in config["splits"]:
+            raise ConfigError(f"config key 'alloys.splits': {name!r} is not one of the splits {splits}")
+    names = [d["name"] for d in config["alloys"]["datasets"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"config key 'alloys.datasets': duplicate name(s) {duplicates}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

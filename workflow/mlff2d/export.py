@@ -18,6 +18,7 @@ row group at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -137,19 +138,21 @@ def export_family(clean: str | Path, selected: str | Path, split_csv: str | Path
     return counts
 
 
-def export_relax_sets(clean: str | Path, split_csv: str | Path, outdir: str | Path) -> dict[str, int]:
-    """Write ``{val,test}_start.extxyz`` (first frame) and ``{val,test}_reference.extxyz``
-    (last frame, the DFT-relaxed structure) for every val/test material; returns counts."""
+def export_relax_sets(clean: str | Path, split_csv: str | Path, outdir: str | Path, sets: Sequence[str] = RELAX_SETS) -> dict[str, int]:
+    """Write ``<set>_start.extxyz`` (first frame) and ``<set>_reference.extxyz`` (last frame,
+    the DFT-relaxed structure) for every material of the ``sets`` (default val and test; the
+    alloy datasets add train); returns counts."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     split = pd.read_csv(split_csv, dtype={"material_id": str}, keep_default_na=False)
     which = dict(zip(split["material_id"], split["split"]))
-    counts = dict.fromkeys(RELAX_SETS, 0)
-    handles = {(s, kind): open(outdir / f"{s}_{kind}.extxyz", "w") for s in RELAX_SETS for kind in ("start", "reference")}
+    sets = tuple(sets)
+    counts = dict.fromkeys(sets, 0)
+    handles = {(s, kind): open(outdir / f"{s}_{kind}.extxyz", "w") for s in sets for kind in ("start", "reference")}
     try:
         for table in iter_tables(clean):
             frame = table.to_pandas()
-            frame = frame[frame["material_id"].map(which).isin(RELAX_SETS)]
+            frame = frame[frame["material_id"].map(which).isin(sets)]
             for mid, group in frame.groupby("material_id", sort=False):
                 s = which[mid]
                 ase.io.write(handles[(s, "start")], row_to_atoms(group.iloc[0]), format="extxyz")

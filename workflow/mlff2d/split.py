@@ -43,3 +43,22 @@ def split_dataset(ledger_materials: str | Path, out: str | Path, ratios: Sequenc
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, index=False, lineterminator="\n")
     return result
+
+
+def union_splits(split_csvs: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """The union of several datasets' splits (the combined alloy dataset): every material keeps
+    the set it has in its own dataset. A material in two of them is an error naming both files."""
+    parts = []
+    for path in split_csvs:
+        part = pd.read_csv(path, dtype={"material_id": str}, keep_default_na=False)
+        parts.append(part.assign(_file=str(path)))
+    joined = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["material_id", "split", "_file"])
+    dup = joined[joined.duplicated("material_id", keep=False)]
+    if len(dup):
+        mid = dup["material_id"].iloc[0]
+        files = sorted(dup.loc[dup["material_id"] == mid, "_file"])
+        raise ValueError(f"material {mid!r} is in more than one split to combine: {files}")
+    result = joined.drop(columns="_file").sort_values("material_id", kind="stable").reset_index(drop=True)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    result.to_csv(out, index=False, lineterminator="\n")
+    return result

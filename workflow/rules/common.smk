@@ -1,6 +1,7 @@
 # Named helpers of the rules: paths, sweep values and input functions (no lambdas in rules).
 import json
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -28,6 +29,26 @@ PARAMSPACES = {f: Paramspace(grid_table(spec["grid"])) for f, spec in UFF_FAMILI
 #: A sweep point's directory, as a pattern with the wildcards family, ecut, lr, bs.
 POINT = f"{UFF}/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}"
 RELAX_SETS = config["relax"]["sets"]
+#: The universal dataset (data.sources), one per alloy, and "alloys" = all alloys combined.
+UNIVERSAL = "2d"
+COMBINED = "alloys"
+ALLOY_ECUTS = [fmt_float(x) for x in config["alloys"]["e_cuts"]]
+ALLOY_SPLITS = list(config["alloys"]["splits"])
+ALLOY_NAMES = [d["name"] for d in config["alloys"]["datasets"]]
+ALLOY_DATASETS = ALLOY_NAMES + ([COMBINED] if ALLOY_NAMES and config["alloys"]["combined"] else [])
+#: Per dataset: its sources, e_cuts, splits and the sets written for relaxation.
+DATASETS = {
+    UNIVERSAL: {"sources": config["data"]["sources"], "e_cuts": ECUTS, "splits": SPLIT_NAMES, "relax_sets": ["val", "test"]},
+}
+for _alloy in config["alloys"]["datasets"]:
+    DATASETS[_alloy["name"]] = {"sources": _alloy["sources"], "e_cuts": ALLOY_ECUTS, "splits": ALLOY_SPLITS, "relax_sets": ["train", "val", "test"]}
+if COMBINED in ALLOY_DATASETS:
+    DATASETS[COMBINED] = {
+        "sources": [s for a in config["alloys"]["datasets"] for s in a["sources"]],
+        "e_cuts": ALLOY_ECUTS,
+        "splits": ALLOY_SPLITS,
+        "relax_sets": ["train", "val", "test"],
+    }
 MAIN_ENV = "../../envs/main.yml"
 NEQUIP_ENV = "../../envs/nequip.yml"
 
@@ -48,30 +69,33 @@ if mlff2d_command("main") != "mlff2d":
 
 
 wildcard_constraints:
+    dataset="|".join(re.escape(d) for d in DATASETS),
     ecut=r"[0-9.e+-]+",
     split="|".join(SPLIT_NAMES) or "none",
     family="mace|m3gnet|nequip",
     lr=r"[0-9.e+-]+",
-    relax_set="val|test",
+    relax_set="train|val|test",
     shard=r"[0-9]+",
     bs=r"[0-9]+",
+    model=r"(uff|alloys)/.+",
 
 
-def data_sources():
-    """The configured sources as ingest Source objects."""
-    return [Source(**s) for s in config["data"]["sources"]]
+def data_sources(dataset):
+    """The sources of a dataset as ingest Source objects."""
+    return [Source(**s) for s in DATASETS[dataset]["sources"]]
 
 
 def source_files(wildcards):
-    """Every input file of every source (ingest reruns when one changes); a source without
-    files stops the run here, naming the source."""
+    """Every input file of the dataset's sources (ingest reruns when one changes); a source
+    without files stops the run here, naming the source and the config key."""
+    key = "data.sources" if wildcards.dataset == UNIVERSAL else "alloys.datasets"
     files = []
-    for source in data_sources():
+    for source in data_sources(wildcards.dataset):
         found = source.files()
         if not found:
             raise ValueError(
-                f"data source {source.path!r} ({source.format}) matches no input files;"
-                " set data.sources in your config (see README.md)"
+                f"data source {source.path!r} ({source.format}) of dataset {wildcards.dataset!r} matches no"
+                f" input files; set {key} in your config (see README.md)"
             )
         files += [str(p) for p in found]
     return files
@@ -79,22 +103,43 @@ def source_files(wildcards):
 
 def source_args(wildcards):
     """The --source arguments of `mlff2d ingest`."""
-    return " ".join(f"--source {shlex.quote(json.dumps(s))}" for s in config["data"]["sources"])
+    return " ".join(f"--source {shlex.quote(json.dumps(s))}" for s in DATASETS[wildcards.dataset]["sources"])
 
 
-def split_ratios(wildcards):
-    """TRAIN VAL TEST of a named split."""
-    return " ".join(str(r) for r in config["splits"][wildcards.split])
+def split_input(wildcards):
+    """What a split is made from: the material ledger, or for the combined alloy dataset the
+    per-alloy splits (so a material is in the same set in both)."""
+    if wildcards.dataset == COMBINED:
+        return [f"{DATA}/{a}/split~{wildcards.split}.csv" for a in ALLOY_NAMES]
+    return f"{DATA}/{wildcards.dataset}/ledger_materials.csv"
+
+
+def split_args(wildcards, input):
+    """Arguments of `mlff2d split`."""
+    if wildcards.dataset == COMBINED:
+        return "--union " + " ".join(input)
+    ratios = " ".join(str(r) for r in config["splits"][wildcards.split])
+    return f"--ledger-materials {input[0]} --ratios {ratios} --seed {config['seed']}"
+
+
+def relax_set_names(wildcards):
+    """The sets written for relaxation: val and test; the alloy datasets add train."""
+    return " ".join(DATASETS[wildcards.dataset]["relax_sets"])
+
+
+def dataset_selected(wildcards):
+    """The step selections of every e_cut of a dataset."""
+    return [f"{DATA}/{wildcards.dataset}/selected/ecut~{e}.parquet" for e in DATASETS[wildcards.dataset]["e_cuts"]]
 
 
 def selected_args(wildcards, input):
     """LABEL=PATH arguments of `mlff2d dataset-figures`."""
-    return " ".join(f"{e}={p}" for e, p in zip(ECUTS, input.selected))
+    return " ".join(f"{e}={p}" for e, p in zip(DATASETS[wildcards.dataset]["e_cuts"], input.selected))
 
 
 def uff_training_data(wildcards):
     """The export a sweep point trains on: its family, its e_cut, the universal split."""
-    return f"{DATA}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{UFF_SPLIT}"
+    return f"{DATA}/{UNIVERSAL}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{UFF_SPLIT}"
 
 
 def family_settings(wildcards):
@@ -102,26 +147,35 @@ def family_settings(wildcards):
     return shlex.quote(json.dumps(UFF_FAMILIES[wildcards.family]["params"]))
 
 
+def training_resources(wildcards):
+    """The resources block (gpu, gpu_model, constraint, cpus, mem_mb, runtime) of a training job."""
+    return UFF_FAMILIES[wildcards.family]["resources"]
+
+
 def training_threads(wildcards):
-    return UFF_FAMILIES[wildcards.family]["resources"]["cpus"]
+    return training_resources(wildcards)["cpus"]
 
 
 def training_gpus(wildcards):
-    return UFF_FAMILIES[wildcards.family]["resources"]["gpu"]
+    return training_resources(wildcards)["gpu"]
 
 
 def training_gpu_model(wildcards):
-    return UFF_FAMILIES[wildcards.family]["resources"]["gpu_model"] or ""
+    return training_resources(wildcards)["gpu_model"] or ""
+
+
+def training_constraint(wildcards):
+    return training_resources(wildcards)["constraint"] or ""
 
 
 def training_mem_mb(wildcards, attempt):
     """Memory of a training job, doubled on each retry."""
-    return UFF_FAMILIES[wildcards.family]["resources"]["mem_mb"] * 2 ** (attempt - 1)
+    return training_resources(wildcards)["mem_mb"] * 2 ** (attempt - 1)
 
 
 def training_runtime(wildcards, attempt):
     """Wall time (minutes) of a training job, doubled on each retry."""
-    return UFF_FAMILIES[wildcards.family]["resources"]["runtime"] * 2 ** (attempt - 1)
+    return training_resources(wildcards)["runtime"] * 2 ** (attempt - 1)
 
 
 def sweep_points(family):
@@ -153,15 +207,38 @@ def relax_runtime(wildcards, attempt):
     return config["relax"]["runtime"] * 2 ** (attempt - 1)
 
 
+def model_source(model):
+    """(family, dataset, split) of a model directory (relative to RESULTS): uff/<family>/... is a
+    universal sweep point (dataset 2d, split uff.split); alloys/<family>/<dataset>/... an alloy
+    model whose split is its split~<name> segment."""
+    parts = model.split("/")
+    if parts[0] == "uff":
+        return parts[1], UNIVERSAL, UFF_SPLIT
+    split = next((p.split("~", 1)[1] for p in parts if p.startswith("split~")), None)
+    if len(parts) < 3 or split is None:
+        raise ValueError(f"not a model directory: {RESULTS}/{model} (expected alloys/<family>/<dataset>/.../split~<name>)")
+    return parts[1], parts[2], split
+
+
+def model_family(wildcards):
+    return model_source(wildcards.model)[0]
+
+
+def model_relax_sets(wildcards):
+    """The relaxation-set folder (start and reference structures) of a model's dataset and split."""
+    _, dataset, split = model_source(wildcards.model)
+    return f"{DATA}/{dataset}/relax/split~{split}"
+
+
 def relax_shard_paths(wildcards, ext):
-    """The shard outputs of one point and set; the shard count is known once the relaxation
+    """The shard outputs of one model and set; the shard count is known once the relaxation
     sets exist (checkpoint relax_sets)."""
-    sets = checkpoints.relax_sets.get(split=UFF_SPLIT).output[0]
+    _, dataset, split = model_source(wildcards.model)
+    sets = checkpoints.relax_sets.get(dataset=dataset, split=split).output[0]
     from mlff2d.relax import n_shards
 
     n = n_shards(f"{sets}/{wildcards.relax_set}_start.extxyz", config["relax"]["shard_size"])
-    point = POINT.format(**wildcards)
-    return [f"{point}/relax/{wildcards.relax_set}/shards/{k}.{ext}" for k in range(n)]
+    return [f"{RESULTS}/{wildcards.model}/relax/{wildcards.relax_set}/shards/{k}.{ext}" for k in range(n)]
 
 
 def relax_shard_records(wildcards):
@@ -173,8 +250,8 @@ def relax_shard_structures(wildcards):
 
 
 def evaluation_title(wildcards):
-    """Figure title of one point's evaluation, quoted for the shell."""
-    return shlex.quote(f"{wildcards.family} ecut {wildcards.ecut}, lr {wildcards.lr}, bs {wildcards.bs}: {wildcards.relax_set}")
+    """Figure title of one model's evaluation, quoted for the shell."""
+    return shlex.quote(f"{wildcards.model.replace('~', ' ')}: {wildcards.relax_set}")
 
 
 def collect_finished_only():
@@ -214,13 +291,16 @@ def relax_targets():
 
 
 def data_targets():
-    """Every output of the data pipeline."""
-    targets = [f"{DATA}/filter_summary.csv"]
-    targets += expand(f"{DATA}/split~{{split}}.csv", split=SPLIT_NAMES)
-    targets += expand(f"{DATA}/relax/split~{{split}}", split=SPLIT_NAMES)
-    targets += expand(f"{DATA}/export/{{family}}/ecut~{{ecut}}/split~{{split}}", family=FAMILIES, ecut=ECUTS, split=SPLIT_NAMES)
+    """Every output of the data pipeline, for every dataset."""
+    targets = []
+    for name, d in DATASETS.items():
+        root = f"{DATA}/{name}"
+        targets.append(f"{root}/filter_summary.csv")
+        targets += expand(f"{root}/split~{{split}}.csv", split=d["splits"])
+        targets += expand(f"{root}/relax/split~{{split}}", split=d["splits"])
+        targets += expand(f"{root}/export/{{family}}/ecut~{{ecut}}/split~{{split}}", family=FAMILIES, ecut=d["e_cuts"], split=d["splits"])
     if config["figures"]["enabled"]:
-        targets.append(f"{DATA}/figures")
+        targets.append(f"{DATA}/{UNIVERSAL}/figures")
     return targets
 
 
@@ -230,7 +310,7 @@ def all_targets():
     for family, spec in UFF_FAMILIES.items():
         if spec["enabled"]:
             targets += sweep_targets(family)
-    return targets + relax_targets()
+    return targets + relax_targets() + alloy_targets() + formation_targets()
 
 
 def write_campaign_provenance():
@@ -242,13 +322,16 @@ def write_campaign_provenance():
 
 def campaign_summary():
     """Where a finished campaign's tables and figures are."""
+    asked = [str(t) for t in workflow.dag_settings.targets] if workflow.dag_settings else []
+    if asked and "all" not in asked:
+        return f"\nmlff2d: finished {', '.join(asked)} (campaign '{CAMPAIGN}', results in {RESULTS}/)"
     lines = [f"\nmlff2d: campaign '{CAMPAIGN}' is complete. Results are in {RESULTS}/:"]
     lines.append(f"  relaxation tables 4.1/4.2: {RESULTS}/tables/ (CSV, Markdown, LaTeX)")
     lines.append(f"  periodic-table maps:       {RESULTS}/ptables/index.md")
     lines.append(f"  sweeps:                    {UFF}/<family>/validation_curves.png, <point>/relax/<set>/")
     lines.append(f"  baselines:                 {RESULTS}/baseline/<set>/")
-    lines.append(f"  data ledger and counts:    {DATA}/ledger_materials.csv, {DATA}/filter_summary.csv")
+    lines.append(f"  data ledger and counts:    {DATA}/<dataset>/ledger_materials.csv, filter_summary.csv")
     if config["figures"]["enabled"]:
-        lines.append(f"  dataset figures:           {DATA}/figures/ (PNG + PDF)")
+        lines.append(f"  dataset figures:           {DATA}/{UNIVERSAL}/figures/ (PNG + PDF)")
     lines.append(f"  run times per job:         {BENCH}/ (bench/demo_times.py {RESULTS})")
     return "\n".join(lines)

@@ -1,22 +1,23 @@
 # The data pipeline (thesis 4.1): ingest -> filter outliers -> select steps -> split -> export.
-# Outputs under results/<campaign>/data/.
+# One folder per dataset: results/<campaign>/data/<dataset>/ (2d = the universal data, one per
+# alloy, alloys = all alloys combined; see DATASETS in common.smk).
 
 
 rule ingest:
     input:
         source_files,
     output:
-        frames=f"{DATA}/frames.parquet",
-        materials=f"{DATA}/materials.csv",
+        frames=f"{DATA}/{{dataset}}/frames.parquet",
+        materials=f"{DATA}/{{dataset}}/materials.csv",
     params:
         sources=source_args,
         min_vacuum=config["data"]["min_vacuum"],
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/ingest.log",
+        f"{LOGS}/ingest/{{dataset}}.log",
     benchmark:
-        f"{BENCH}/ingest.tsv"
+        f"{BENCH}/ingest/{{dataset}}.tsv"
     threads: 4
     resources:
         mem_mb=4000,
@@ -31,18 +32,18 @@ rule filter_outliers:
         frames=rules.ingest.output.frames,
         materials=rules.ingest.output.materials,
     output:
-        clean=f"{DATA}/clean.parquet",
-        ledger_frames=f"{DATA}/ledger_frames.parquet",
-        ledger_materials=f"{DATA}/ledger_materials.csv",
-        summary=f"{DATA}/filter_summary.csv",
+        clean=f"{DATA}/{{dataset}}/clean.parquet",
+        ledger_frames=f"{DATA}/{{dataset}}/ledger_frames.parquet",
+        ledger_materials=f"{DATA}/{{dataset}}/ledger_materials.csv",
+        summary=f"{DATA}/{{dataset}}/filter_summary.csv",
     params:
         o=config["outliers"],
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/filter_outliers.log",
+        f"{LOGS}/filter_outliers/{{dataset}}.log",
     benchmark:
-        f"{BENCH}/filter_outliers.tsv"
+        f"{BENCH}/filter_outliers/{{dataset}}.tsv"
     resources:
         mem_mb=8000,
         runtime=120,
@@ -60,16 +61,16 @@ rule select_steps:
     input:
         clean=rules.filter_outliers.output.clean,
     output:
-        f"{DATA}/selected/ecut~{{ecut}}.parquet",
+        f"{DATA}/{{dataset}}/selected/ecut~{{ecut}}.parquet",
     params:
         fallback=" ".join(str(f) for f in config["selection"]["fallback"]),
         keep_last="--keep-last" if config["selection"]["keep_last"] else "",
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/select_steps/ecut~{{ecut}}.log",
+        f"{LOGS}/select_steps/{{dataset}}/ecut~{{ecut}}.log",
     benchmark:
-        f"{BENCH}/select_steps/ecut~{{ecut}}.tsv"
+        f"{BENCH}/select_steps/{{dataset}}/ecut~{{ecut}}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,
@@ -80,21 +81,19 @@ rule select_steps:
 
 rule split:
     input:
-        ledger=rules.filter_outliers.output.ledger_materials,
+        split_input,
     output:
-        f"{DATA}/split~{{split}}.csv",
+        f"{DATA}/{{dataset}}/split~{{split}}.csv",
     params:
-        ratios=split_ratios,
-        seed=config["seed"],
+        args=split_args,
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/split/{{split}}.log",
+        f"{LOGS}/split/{{dataset}}/{{split}}.log",
     benchmark:
-        f"{BENCH}/split/{{split}}.tsv"
+        f"{BENCH}/split/{{dataset}}/{{split}}.tsv"
     shell:
-        "mlff2d split --ledger-materials {input.ledger} --ratios {params.ratios}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        "mlff2d split {params.args} --out {output} > {log} 2>&1"
 
 
 rule export:
@@ -103,13 +102,13 @@ rule export:
         selected=rules.select_steps.output,
         split=rules.split.output,
     output:
-        directory(f"{DATA}/export/{{family}}/ecut~{{ecut}}/split~{{split}}"),
+        directory(f"{DATA}/{{dataset}}/export/{{family}}/ecut~{{ecut}}/split~{{split}}"),
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/export/{{family}}/ecut~{{ecut}}/split~{{split}}.log",
+        f"{LOGS}/export/{{dataset}}/{{family}}/ecut~{{ecut}}/split~{{split}}.log",
     benchmark:
-        f"{BENCH}/export/{{family}}/ecut~{{ecut}}/split~{{split}}.tsv"
+        f"{BENCH}/export/{{dataset}}/{{family}}/ecut~{{ecut}}/split~{{split}}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
@@ -123,31 +122,34 @@ checkpoint relax_sets:
         clean=rules.filter_outliers.output.clean,
         split=rules.split.output,
     output:
-        directory(f"{DATA}/relax/split~{{split}}"),
+        directory(f"{DATA}/{{dataset}}/relax/split~{{split}}"),
+    params:
+        sets=relax_set_names,
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/relax_sets/{{split}}.log",
+        f"{LOGS}/relax_sets/{{dataset}}/{{split}}.log",
     benchmark:
-        f"{BENCH}/relax_sets/{{split}}.tsv"
+        f"{BENCH}/relax_sets/{{dataset}}/{{split}}.tsv"
     shell:
-        "mlff2d relax-sets --clean {input.clean} --split {input.split} --outdir {output} > {log} 2>&1"
+        "mlff2d relax-sets --clean {input.clean} --split {input.split} --sets {params.sets}"
+        " --outdir {output} > {log} 2>&1"
 
 
 rule dataset_figures:
     input:
         clean=rules.filter_outliers.output.clean,
-        selected=expand(f"{DATA}/selected/ecut~{{ecut}}.parquet", ecut=ECUTS),
+        selected=dataset_selected,
     output:
-        directory(f"{DATA}/figures"),
+        directory(f"{DATA}/{{dataset}}/figures"),
     params:
         selected=selected_args,
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/dataset_figures.log",
+        f"{LOGS}/dataset_figures/{{dataset}}.log",
     benchmark:
-        f"{BENCH}/dataset_figures.tsv"
+        f"{BENCH}/dataset_figures/{{dataset}}.tsv"
     resources:
         mem_mb=8000,
         runtime=60,

@@ -1,30 +1,33 @@
-# Relaxation test (thesis 4.1-4.2): every val/test structure of the universal split relaxed by
-# each sweep point's model, in shards (scatter/gather), then energy and area errors, parity
-# plots, periodic-table maps, baselines and the thesis tables 4.1 and 4.2.
+# Relaxation test (thesis 4.1-4.3): the structures of a set relaxed by a model, in shards
+# (scatter/gather), then energy and area errors, parity plots and periodic-table maps; the
+# baselines and the thesis tables 4.1 and 4.2 of the universal sweeps. The rules serve any model
+# directory {model} under results/<campaign>/ (uff/<family>/... sweep points, alloys/<family>/...
+# alloy models); its family, dataset and split come from the path (model_source in common.smk).
 
 
 rule relax_shard:
     input:
-        status=f"{POINT}/status.json",
-        sets=f"{DATA}/relax/split~{UFF_SPLIT}",
+        status=f"{RESULTS}/{{model}}/status.json",
+        sets=model_relax_sets,
     output:
-        records=f"{POINT}/relax/{{relax_set}}/shards/{{shard}}.parquet",
-        structures=f"{POINT}/relax/{{relax_set}}/shards/{{shard}}.extxyz",
+        records=f"{RESULTS}/{{model}}/relax/{{relax_set}}/shards/{{shard}}.parquet",
+        structures=f"{RESULTS}/{{model}}/relax/{{relax_set}}/shards/{{shard}}.extxyz",
     params:
         point=subpath(input.status, parent=True),
+        family=model_family,
         r=config["relax"],
     conda:
         MAIN_ENV
     log:
-        f"{POINT}/relax/{{relax_set}}/shards/{{shard}}.log",
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/shards/{{shard}}.log",
     benchmark:
-        f"{BENCH}/relax/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}/{{relax_set}}/{{shard}}.tsv"
+        f"{BENCH}/relax/{{model}}/{{relax_set}}/{{shard}}.tsv"
     threads: 1
     resources:
         mem_mb=relax_mem_mb,
         runtime=relax_runtime,
     shell:
-        "mlff2d relax --family {wildcards.family} --point {params.point}"
+        "mlff2d relax --family {params.family} --point {params.point}"
         " --start {input.sets}/{wildcards.relax_set}_start.extxyz --shard {wildcards.shard}"
         " --shard-size {params.r[shard_size]} --fmax {params.r[fmax]} --max-steps {params.r[max_steps]}"
         " --records {output.records} --structures {output.structures} > {log} 2>&1"
@@ -35,12 +38,12 @@ rule gather_relax:
         records=relax_shard_records,
         structures=relax_shard_structures,
     output:
-        records=f"{POINT}/relax/{{relax_set}}/records.parquet",
-        structures=f"{POINT}/relax/{{relax_set}}/final.extxyz",
+        records=f"{RESULTS}/{{model}}/relax/{{relax_set}}/records.parquet",
+        structures=f"{RESULTS}/{{model}}/relax/{{relax_set}}/final.extxyz",
     conda:
         MAIN_ENV
     log:
-        f"{POINT}/relax/{{relax_set}}/gather.log",
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/gather.log",
     shell:
         "mlff2d gather-relax --records {input.records} --structures {input.structures}"
         " --records-out {output.records} --structures-out {output.structures} > {log} 2>&1"
@@ -49,18 +52,18 @@ rule gather_relax:
 rule evaluate_relaxation:
     input:
         records=rules.gather_relax.output.records,
-        sets=f"{DATA}/relax/split~{UFF_SPLIT}",
+        sets=model_relax_sets,
     output:
-        multiext(f"{POINT}/relax/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
-        multiext(f"{POINT}/relax/{{relax_set}}/parity", ".png", ".pdf"),
-        multiext(f"{POINT}/relax/{{relax_set}}/elements", ".png", ".pdf"),
+        multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
+        multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/parity", ".png", ".pdf"),
+        multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/elements", ".png", ".pdf"),
     params:
         outdir=subpath(input.records, parent=True),
         title=evaluation_title,
     conda:
         MAIN_ENV
     log:
-        f"{POINT}/relax/{{relax_set}}/evaluate.log",
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/evaluate.log",
     shell:
         "mlff2d evaluate --records {input.records}"
         " --reference {input.sets}/{wildcards.relax_set}_reference.extxyz"
@@ -69,9 +72,9 @@ rule evaluate_relaxation:
 
 rule baseline:
     input:
-        clean=rules.filter_outliers.output.clean,
-        split=f"{DATA}/split~{UFF_SPLIT}.csv",
-        sets=f"{DATA}/relax/split~{UFF_SPLIT}",
+        clean=f"{DATA}/{UNIVERSAL}/clean.parquet",
+        split=f"{DATA}/{UNIVERSAL}/split~{UFF_SPLIT}.csv",
+        sets=f"{DATA}/{UNIVERSAL}/relax/split~{UFF_SPLIT}",
     output:
         multiext(f"{RESULTS}/baseline/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
         multiext(f"{RESULTS}/baseline/{{relax_set}}/parity", ".png", ".pdf"),

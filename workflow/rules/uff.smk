@@ -21,6 +21,8 @@ rule train_uff:
     resources:
         gpu=training_gpus,
         gpu_model=training_gpu_model,
+        constraint=training_constraint,
+        cpus_per_task=training_threads,
         mem_mb=training_mem_mb,
         runtime=training_runtime,
     shell:
