@@ -20,6 +20,9 @@ if not workflow.config_settings.configfiles:
 validate_config(config)
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/uff.smk"

@@ -141,7 +141,13 @@ rule dataset_figures:
         clean=rules.filter_outliers.output.clean,
         selected=dataset_selected,
     output:
-        directory(f"{DATA}/{{dataset}}/figures"),
+        report(
+            directory(f"{DATA}/{{dataset}}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/dataset_figures.rst",
+            category="Data",
+            labels={"dataset": "{dataset}", "figure": "{name}"},
+        ),
     params:
         selected=selected_args,
     conda:

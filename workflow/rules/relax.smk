@@ -55,8 +55,22 @@ rule evaluate_relaxation:
         sets=model_relax_sets,
     output:
         multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
-        multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/parity", ".png", ".pdf"),
-        multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/elements", ".png", ".pdf"),
+        report(
+            f"{RESULTS}/{{model}}/relax/{{relax_set}}/parity.png",
+            caption="../report/parity.rst",
+            category="Relaxation test",
+            subcategory="{model}",
+            labels={"model": "{model}", "set": "{relax_set}", "figure": "parity"},
+        ),
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/parity.pdf",
+        report(
+            f"{RESULTS}/{{model}}/relax/{{relax_set}}/elements.png",
+            caption="../report/elements.rst",
+            category="Relaxation test",
+            subcategory="{model}",
+            labels={"model": "{model}", "set": "{relax_set}", "figure": "per-element MAE"},
+        ),
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/elements.pdf",
     params:
         outdir=subpath(input.records, parent=True),
         title=evaluation_title,
@@ -77,7 +91,14 @@ rule baseline:
         sets=f"{DATA}/{UNIVERSAL}/relax/split~{UFF_SPLIT}",
     output:
         multiext(f"{RESULTS}/baseline/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
-        multiext(f"{RESULTS}/baseline/{{relax_set}}/parity", ".png", ".pdf"),
+        report(
+            f"{RESULTS}/baseline/{{relax_set}}/parity.png",
+            caption="../report/baseline.rst",
+            category="Relaxation test",
+            subcategory="baseline",
+            labels={"model": "baseline", "set": "{relax_set}", "figure": "parity"},
+        ),
+        f"{RESULTS}/baseline/{{relax_set}}/parity.pdf",
         multiext(f"{RESULTS}/baseline/{{relax_set}}/elements", ".png", ".pdf"),
     params:
         outdir=subpath(output[0], parent=True),
@@ -96,9 +117,11 @@ rule tables:
     input:
         table_inputs,
     output:
-        multiext(f"{RESULTS}/tables/table_4_1", ".csv", ".md", ".tex"),
-        multiext(f"{RESULTS}/tables/table_4_2", ".csv", ".md", ".tex"),
-        f"{RESULTS}/tables/relaxation_summary.csv",
+        report(f"{RESULTS}/tables/table_4_1.csv", caption="../report/tables.rst", category="Tables", labels={"table": "4.1"}),
+        multiext(f"{RESULTS}/tables/table_4_1", ".md", ".tex"),
+        report(f"{RESULTS}/tables/table_4_2.csv", caption="../report/tables.rst", category="Tables", labels={"table": "4.2"}),
+        multiext(f"{RESULTS}/tables/table_4_2", ".md", ".tex"),
+        report(f"{RESULTS}/tables/relaxation_summary.csv", caption="../report/tables.rst", category="Tables", labels={"table": "relaxation summary"}),
     params:
         points=table_point_args,
         baseline=f"{RESULTS}/baseline",

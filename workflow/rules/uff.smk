@@ -35,7 +35,13 @@ rule validation_curves:
     input:
         sweep_point_statuses,
     output:
-        multiext(f"{UFF}/{{family}}/validation_curves", ".png", ".pdf"),
+        report(
+            f"{UFF}/{{family}}/validation_curves.png",
+            caption="../report/validation_curves.rst",
+            category="Sweeps",
+            labels={"family": "{family}", "figure": "validation curves"},
+        ),
+        f"{UFF}/{{family}}/validation_curves.pdf",
     params:
         points=sweep_point_args,
         stem=f"{UFF}/{{family}}/validation_curves",
