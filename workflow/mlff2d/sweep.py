@@ -53,16 +53,28 @@ def train_point(
     params: Mapping[str, Any],
     init_model: str | Path | None = None,
     device: str | None = None,
+    devices: int = 1,
 ) -> dict[str, Any]:
     """Train one sweep point and write ``status.json`` and ``params.yaml``; a failure is
-    recorded (status ``failed``, an empty metrics file) instead of raised."""
+    recorded (status ``failed``, an empty metrics file) instead of raised.
+
+    ``devices`` > 1 trains data-parallel on that many devices of ``device``'s kind (see the
+    families' ``train``). The extra ranks a launcher starts (``LOCAL_RANK`` > 0) only train:
+    status, parameters and provenance are rank 0's.
+    """
     outdir = Path(outdir)
+    if worker_rank():
+        get_family(family).train(Path(data_dir), outdir, dict(params), init_model=init_model, device=device,
+                                 devices=devices)
+        return {"status": "worker"}
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=True))
     write_provenance(outdir)
     start = time.time()
     try:
-        model = get_family(family).train(Path(data_dir), outdir, dict(params), init_model=init_model, device=device)
+        module = get_family(family)
+        kwargs = {"devices": devices} if devices != 1 else {}  # families without multi-device support
+        model = module.train(Path(data_dir), outdir, dict(params), init_model=init_model, device=device, **kwargs)
         status = {"status": "ok", "model": str(model)}
     except Exception as exc:  # a failed point must not stop the campaign
         status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -71,6 +83,13 @@ def train_point(
     status["wall_time_s"] = round(time.time() - start, 3)
     (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status
+
+
+def worker_rank() -> bool:
+    """True in a data-parallel worker process (rank > 0) started by Lightning or torchrun."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("RANK", "0") or 0) > 0
 
 
 def read_point(point_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:

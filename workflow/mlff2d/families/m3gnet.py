@@ -215,11 +215,16 @@ def _loaders(
             self.epoch = epoch
 
         def __len__(self) -> int:
-            return self.n
+            return -(-self.n // _rank_and_world()[1])  # per rank: Lightning counts batches with it
 
         def __iter__(self):  # type: ignore[no-untyped-def]
             generator = torch.Generator().manual_seed(seed + self.epoch)
-            return iter(torch.randperm(self.n, generator=generator).tolist())
+            order = torch.randperm(self.n, generator=generator).tolist()
+            rank, world = _rank_and_world()
+            if world > 1:  # DDP: every rank takes an equal share of the same order (wrapped)
+                per_rank = -(-self.n // world)
+                order = (order * world)[: per_rank * world][rank::world]
+            return iter(order)
 
     common = {
         "batch_size": batch_size,
@@ -233,14 +238,40 @@ def _loaders(
     return train, val
 
 
-def _accelerator(device: str) -> tuple[str, Any]:
-    """Lightning ``accelerator`` and ``devices`` for a torch device string."""
+def _rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process in a running DDP training, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _accelerator(device: str, n_devices: int = 1) -> tuple[str, Any]:
+    """Lightning ``accelerator`` and ``devices`` for a torch device string and a device count."""
     if device.startswith("cuda"):
         index = device.partition(":")[2]
+        if n_devices > 1:
+            return "gpu", n_devices
         return "gpu", [int(index)] if index else 1
     if device == "mps":
         return "mps", 1
-    return "cpu", 1
+    return "cpu", n_devices
+
+
+def _strategy(n_devices: int) -> tuple[Any, list[Any]]:
+    """Lightning ``strategy`` and ``plugins`` for ``n_devices`` devices on this node.
+
+    More than one: DDP (NCCL on GPUs, gloo on CPUs) whose ranks Lightning starts itself by
+    re-running this process's command line with ``LOCAL_RANK`` set. ``LightningEnvironment``
+    keeps Lightning from taking the ranks from SLURM: a SLURM job step of this workflow is one
+    task with N GPUs (``srun -n1``), not N tasks.
+    """
+    if n_devices <= 1:
+        return "auto", []
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+
+    return "ddp", [LightningEnvironment()]
 
 
 def _metrics_from_rows(path: Path, keep_through_epoch: int) -> list[dict[str, Any]]:
@@ -297,6 +328,10 @@ def _epoch_recorder(outdir: Path) -> Any:
                     self.counts[k] += d.numel()
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
+            if not trainer.is_global_zero:  # DDP: rank 0 writes; every rank joins the checkpoint's barrier
+                trainer.save_checkpoint(tmp, weights_only=False)
+                return
             mae = np.divide(self.sums, self.counts, out=np.full(3, np.nan), where=self.counts > 0)
             epoch = trainer.current_epoch + 1
             self.rows = [r for r in self.rows if r["epoch"] < epoch]
@@ -313,7 +348,6 @@ def _epoch_recorder(outdir: Path) -> Any:
             self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             _write_csv_atomic(self.rows, self.history_path)
             _write_csv_atomic(self.rows, self.metrics_path)
-            tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
             trainer.save_checkpoint(tmp, weights_only=False)
             os.replace(tmp, self.ckpt_path)
 
@@ -326,6 +360,7 @@ def train(
     params: Mapping[str, Any] | None = None,
     init_model: str | Path | None = None,
     device: str | None = None,
+    devices: int = 1,
 ) -> Path:
     """Train (or, with ``init_model``, fine-tune) an M3GNet potential; returns ``outdir/model``.
 
@@ -336,6 +371,10 @@ def train(
         params: Settings overriding :data:`DEFAULTS`.
         init_model: A saved model of this family to start from (transfer learning).
         device: Torch device (``cpu``, ``cuda``, ``cuda:1``); default: CUDA if available.
+        devices: Number of devices of that kind on this node. More than one trains with
+            Lightning DDP (see :func:`_strategy`); the validation metrics, checkpoints and the
+            model are written by rank 0 only (``LOCAL_RANK`` > 0 returns the model path after
+            training without writing it). The batch size is per device.
 
     Returns:
         The directory of the saved potential (``matgl.load_model`` reads it).
@@ -417,12 +456,16 @@ def train(
         allow_missing_labels=True,
     )
 
-    accelerator, devices = _accelerator(device)
+    accelerator, lightning_devices = _accelerator(device, int(devices))
+    strategy, plugins = _strategy(int(devices))
     recorder = _epoch_recorder(outdir)
     trainer = pl.Trainer(
         max_epochs=int(p["epochs"]),
         accelerator=accelerator,
-        devices=devices,
+        devices=lightning_devices,
+        strategy=strategy,
+        plugins=plugins,
+        use_distributed_sampler=False,  # the epoch-seeded sampler shards the data itself
         inference_mode=False,  # forces and stress are gradients, also in validation
         logger=CSVLogger(str(outdir), name="logs"),
         callbacks=[recorder],
@@ -445,6 +488,9 @@ def train(
     else:
         logger.info("%s: trained epochs %d..%d", outdir, recorder.first_epoch + 1, trainer.current_epoch)
 
+    path = outdir / "model"
+    if not trainer.is_global_zero:  # a DDP worker rank: rank 0 saves the model
+        return path
     # a fresh Potential around the trained network, on the CPU, with stress always on
     trained = module.model
     potential = Potential(
@@ -454,7 +500,6 @@ def train(
         data_std=float(trained.data_std),
         calc_stresses=True,
     )
-    path = outdir / "model"
     potential.save(
         path,
         metadata={
