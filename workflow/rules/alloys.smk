@@ -1,6 +1,109 @@
-# Transfer learning to TMD alloys (thesis 4.3): per alloy and combined, normal against transfer.
+# Transfer learning to TMD alloys (thesis 4.3): per alloy and combined, normal (from scratch)
+# against transfer (fine-tuned from a universal sweep point), the learning curves (nested subsets
+# of the training split) and the tables 4.3-4.7. Relaxations and evaluations of every alloy model
+# come from the generic rules of relax.smk ({model}/relax/{set}/summary.json). The helpers
+# (alloy_targets() among them) are in alloy_helpers.smk.
 
 
-def alloy_targets():
-    """Everything the alloy stage produces (part of `rule all`)."""
-    return []
+include: "alloy_helpers.smk"
+
+
+rule train_alloy:
+    input:
+        data=alloy_training_data,
+        universal=transfer_statuses,
+    output:
+        metrics=f"{ALLOY_MODEL}/metrics.csv",
+        status=f"{ALLOY_MODEL}/status.json",
+    params:
+        outdir=subpath(output.status, parent=True),
+        args=alloy_train_args,
+    wildcard_constraints:
+        family="m3gnet|mace",
+        mode="normal|transfer",
+    conda:
+        MAIN_ENV
+    log:
+        f"{ALLOY_MODEL}/train.log",
+    benchmark:
+        f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}.tsv"
+    threads: alloy_threads
+    resources:
+        gpu=alloy_gpus,
+        gpu_model=alloy_gpu_model,
+        constraint=alloy_constraint,
+        cpus_per_task=alloy_threads,
+        mem_mb=alloy_mem_mb,
+        runtime=alloy_runtime,
+    shell:
+        "mlff2d --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
+        " --outdir {params.outdir} {params.args} > {log} 2>&1"
+
+
+rule curve_subset:
+    input:
+        alloy_training_data,
+    output:
+        directory(CURVE_DATA),
+    params:
+        seed=config["seed"],
+    wildcard_constraints:
+        family="m3gnet|mace",
+        frac=r"[0-9.e+-]+",
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/curve_subset/{{dataset}}/{{family}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.log",
+    shell:
+        "mlff2d subset-export --export {input} --family {wildcards.family} --fraction {wildcards.frac}"
+        " --seed {params.seed} --outdir {output} > {log} 2>&1"
+
+
+rule train_alloy_curve:
+    input:
+        data=CURVE_DATA,
+        universal=transfer_statuses,
+    output:
+        metrics=f"{CURVE_MODEL}/metrics.csv",
+        status=f"{CURVE_MODEL}/status.json",
+    params:
+        outdir=subpath(output.status, parent=True),
+        args=alloy_train_args,
+    wildcard_constraints:
+        family="m3gnet|mace",
+        mode="normal|transfer",
+        frac=r"[0-9.e+-]+",
+    conda:
+        MAIN_ENV
+    log:
+        f"{CURVE_MODEL}/train.log",
+    benchmark:
+        f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.tsv"
+    threads: alloy_threads
+    resources:
+        gpu=alloy_gpus,
+        gpu_model=alloy_gpu_model,
+        constraint=alloy_constraint,
+        cpus_per_task=alloy_threads,
+        mem_mb=alloy_mem_mb,
+        runtime=alloy_runtime,
+    shell:
+        "mlff2d --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
+        " --outdir {params.outdir} {params.args} > {log} 2>&1"
+
+
+rule alloy_tables:
+    input:
+        alloy_report_inputs,
+    output:
+        alloy_table_outputs(),
+    params:
+        args=alloy_report_args,
+        tables=subpath(output[0], parent=True),
+        figures=f"{ALLOYS}/figures",
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/alloy_tables.log",
+    shell:
+        "mlff2d alloy-report {params.args} --tables {params.tables} --figures {params.figures} > {log} 2>&1"

@@ -98,13 +98,16 @@ DEFAULTS: dict[str, Any] = {
     "keep_checkpoints": False,
     "num_workers": 0,
     "name": "mace",  # MACE's run name: the tag is <name>_run-<seed>
+    # transfer learning (only with init_model): freeze the node embedding and the first N
+    # interaction blocks (interaction + product) of the initial model; 0 trains every weight
+    "freeze_blocks": 0,
     "extra_args": {},  # further mace_run_train flags, e.g. {"radial_MLP": "[64, 64, 64]"}
 }
 
 #: MACE setting names for DEFAULTS keys that differ.
 _FLAG_NAMES = {"epochs": "max_num_epochs"}
 #: Keys handled by train() itself rather than passed as flags.
-_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss"}
+_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks"}
 _LOSSES = ("stress", "weighted")
 #: In-plane (x, y) block of a 3×3 stress.
 IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -275,6 +278,37 @@ def _patched_mace(expect_restart: bool) -> Iterator[None]:
         torch.set_default_dtype(saved_dtype)
 
 
+@contextlib.contextmanager
+def _frozen_blocks(n_blocks: int) -> Iterator[None]:
+    """Freeze the node embedding and the first ``n_blocks`` interaction and product blocks of
+    the model MACE builds (for fine-tuning): MACE's ``get_params_options``, which run_train
+    calls with the model just before it builds the optimizer, is wrapped to switch their
+    ``requires_grad`` off; frozen weights get no gradient, so the optimizer leaves them as
+    they are. Restored afterwards."""
+    if n_blocks <= 0:
+        yield
+        return
+    from mace.cli import run_train
+
+    original = run_train.get_params_options
+
+    @functools.wraps(original)
+    def get_params_options(args: Any, model: Any) -> Any:
+        if n_blocks > len(model.interactions):
+            raise ValueError(f"freeze_blocks={n_blocks}, but the initial model has {len(model.interactions)} interaction blocks")
+        frozen = [model.node_embedding, *model.interactions[:n_blocks], *model.products[:n_blocks]]
+        for module in frozen:
+            module.requires_grad_(False)
+        logging.info(f"mlff2d: froze the node embedding and the first {n_blocks} interaction block(s)")
+        return original(args, model)
+
+    run_train.get_params_options = get_params_options
+    try:
+        yield
+    finally:
+        run_train.get_params_options = original
+
+
 def count_frames(path: str | Path) -> int:
     """Number of frames in an (ext)xyz file, read by the atom-count lines only."""
     count = 0
@@ -325,6 +359,7 @@ def train(
     params: Mapping[str, Any],
     init_model: str | Path | None = None,
     device: str | None = None,
+    devices: int = 1,
 ) -> Path:
     """Train a MACE model on ``data_dir/{train,val}.extxyz``; returns ``outdir/model/mace.model``.
 
@@ -337,13 +372,13 @@ def train(
             ``--foundation_model`` with ``--E0s foundation``): architecture, cutoff, E0s,
             scale/shift and weights all come from it, and its elements must include the data's.
         device: ``cpu``/``cuda``; default CUDA when available.
+        devices: GPUs on this node; more than one runs MACE's distributed mode (DDP over NCCL)
+            in ``devices`` processes started by ``torchrun`` (see :func:`distributed_command`).
 
     Raises:
         ValueError: an unknown setting or an unsupported loss.
         FileNotFoundError: missing data or ``init_model``.
     """
-    from mace.cli.run_train import run
-
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown mace training setting(s) {unknown}; known: {sorted(DEFAULTS)}")
@@ -367,9 +402,11 @@ def train(
         shutil.rmtree(model_dir)
 
     settings = mace_settings(data_dir, outdir, p, Path(init_model) if init_model else None, pick_device(device), restart)
-    args = mace_namespace(settings)
-    with _patched_mace(expect_restart=restart):
-        run(args)
+    freeze = int(p["freeze_blocks"]) if init_model is not None else 0
+    if int(devices) > 1:
+        _run_distributed(settings, restart, freeze, int(devices), outdir / "mace")
+    else:
+        _run_mace(settings, restart, freeze)
 
     metrics = read_metrics(outdir / "mace" / "results" / f"{tag}_train.txt")
     metrics.to_csv(outdir / "metrics.csv", index=False)
@@ -387,9 +424,72 @@ def train(
     return target / "mace.model"
 
 
+def _run_mace(settings: Mapping[str, Any], restart: bool, freeze: int) -> None:
+    """MACE's ``run`` with this module's patches (one process, or one rank of a distributed run)."""
+    from mace.cli.run_train import run
+
+    args = mace_namespace(settings)
+    with _patched_mace(expect_restart=restart), _frozen_blocks(freeze):
+        run(args)
+
+
+def distributed_command(spec: str | Path, n_devices: int) -> list[str]:
+    """The command that runs one MACE training on ``n_devices`` GPUs of this node.
+
+    ``torchrun --standalone`` starts ``n_devices`` ranks of this module's worker entry, each with
+    RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, which is what MACE's
+    ``--distributed --launcher torchrun`` reads; every rank runs :func:`_run_mace` on the
+    settings in ``spec`` (JSON) and MACE splits the data with ``DistributedSampler``. One SLURM
+    task holds all the GPUs (the workflow's job step is ``srun -n1``), so MACE's own
+    ``--launcher slurm``, which takes the ranks from ``SLURM_PROCID`` (one task per GPU), does
+    not apply.
+
+    Not run in the tests: MACE 0.3.16 initialises the process group only for CUDA (NCCL) or
+    XPU and wraps the model in ``DistributedDataParallel(device_ids=[local_rank])``, which a CPU
+    model rejects, so its distributed mode needs GPUs.
+    """
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_devices}",
+            "-m", "mlff2d.families.mace", "--distributed-worker", str(spec)]
+
+
+def distributed_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` for a rank of MACE's distributed mode, as JSON-safe values."""
+    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()}
+    out.update(distributed=True, launcher="torchrun")
+    return out
+
+
+def _run_distributed(settings: Mapping[str, Any], restart: bool, freeze: int, n_devices: int, workdir: Path) -> None:
+    import subprocess
+
+    if not str(settings.get("device", "")).startswith("cuda"):
+        raise ValueError(f"MACE's distributed mode needs CUDA devices; got device {settings.get('device')!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec = workdir / "distributed.json"
+    spec.write_text(json.dumps({"settings": distributed_settings(settings), "restart": restart, "freeze": freeze}, indent=1))
+    logging.getLogger(__name__).info("MACE on %d GPUs: %s", n_devices, " ".join(distributed_command(spec, n_devices)))
+    subprocess.run(distributed_command(spec, n_devices), check=True)
+
+
+def _distributed_worker(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    _run_mace(spec["settings"], bool(spec["restart"]), int(spec["freeze"]))
+
+
 def calculator(model_path: str | Path, device: str | None = None, default_dtype: str = "float64") -> Any:
     """ASE calculator of a trained model: energy (eV), forces (eV/Å), stress (eV/Å³, ASE sign,
     tension positive)."""
     from mace.calculators import MACECalculator
 
     return MACECalculator(model_paths=str(model_path), device=pick_device(device), default_dtype=default_dtype)
+
+
+if __name__ == "__main__":  # a rank of a distributed training (see distributed_command)
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--distributed-worker":
+        _distributed_worker(sys.argv[2])
+    else:
+        raise SystemExit("usage: python -m mlff2d.families.mace --distributed-worker SPEC.json")

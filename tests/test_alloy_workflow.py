@@ -1,0 +1,68 @@
+"""The alloy rules in a dry run of the study config (generated input files): a transfer model
+trains from the family's whole universal sweep ("best") with the thesis learning rates, a
+normal one from scratch, learning-curve points train on nested subsets, and a transfer source
+that is not a sweep point stops the run naming the config key. A few seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from mlff2d.synthetic import write_alexandria
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def study(tmp_path: Path, **alloy_overrides: object) -> Path:
+    """The study's config with two generated alloys (and a generated 2D dataset)."""
+    write_alexandria(tmp_path / "alexandria", 6, n_steps=4, per_file=3, seed=3)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["data"]["sources"][0]["path"] = str(tmp_path / "alexandria" / "*.json.bz2")
+    config["alloys"]["datasets"] = config["alloys"]["datasets"][2:4]  # MoWS2, NbMoS2
+    for k, dataset in enumerate(config["alloys"]["datasets"]):
+        write_alexandria(tmp_path / "alloys" / dataset["name"], 4, n_steps=4, seed=10 + k, prefix=f"{dataset['name']}-")
+        dataset["sources"][0]["path"] = str(tmp_path / "alloys" / dataset["name"] / "*.json.bz2")
+    for key, value in alloy_overrides.items():
+        config["alloys"]["families"]["mace"][key] = value
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def test_alloy_jobs_in_a_dry_run(tmp_path: Path) -> None:
+    work = study(tmp_path)
+    model = "results/thesis/alloys/mace/MoWS2/{}/ecut~1e6/split~90-5-5"
+    curve = "results/thesis/alloys/mace/NbMoS2/{}/ecut~1e6/split~90-5-5/frac~0.05"
+    targets = [f"{model.format(m)}/status.json" for m in ("normal", "transfer")] + [f"{curve.format('transfer')}/status.json"]
+    out = snakemake(work, "-n", "-p", "--cores", "1", *targets)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    commands = [line for line in text.splitlines() if "train-alloy" in line]
+    transfer = next(c for c in commands if model.format("transfer") + " " in c)
+    assert "--mode transfer --lr 0.0001 --batch-size 16" in transfer and "--transfer-from best" in transfer
+    assert transfer.count("results/thesis/uff/mace/ecut~1e6/") == 6  # the whole MACE sweep
+    normal = next(c for c in commands if model.format("normal") + " " in c)
+    assert "--mode normal --lr 0.003 --batch-size 16" in normal and "--universal" not in normal
+    # the learning-curve point trains on its nested subset of the training split
+    assert "rule curve_subset:" in text and "--fraction 0.05" in text
+    assert any("data/NbMoS2/subsets/mace/ecut~1e6/split~90-5-5/frac~0.05" in c and curve.format("transfer") in c for c in commands)
+    # the universal sweep trains first
+    assert text.count("rule train_uff:") == 6
+
+
+def test_unknown_transfer_source_names_the_key(tmp_path: Path) -> None:
+    work = study(tmp_path, transfer_from="ecut~1e6/lr~0.5/bs~64")
+    out = snakemake(work, "-n", "--cores", "1", "results/thesis/alloys/mace/MoWS2/transfer/ecut~1e6/split~90-5-5/status.json")
+    assert out.returncode != 0
+    assert "alloys.families.mace.transfer_from" in out.stdout + out.stderr

@@ -1,0 +1,440 @@
+"""Tables and figures of the alloy study (thesis 4.3): normal training against transfer from
+the universal force field, per alloy and for all alloys combined, and the learning curves.
+
+Tables (CSV, Markdown, LaTeX, through :func:`mlff2d.evaluation.write_table`; every table holds
+the validation set first and the test set below it, i.e. the thesis table and its validation
+counterpart), one per alloy split ``S``:
+
+* ``table_4_3_split~S``: the combined dataset (all alloys), one row pair per family (thesis
+  Table 4.3: M3GNet, cutoff 0.01);
+* ``table_4_4_split~S``: M3GNet per alloy (thesis Table 4.4, 90:5:5; validation: Table 6.1);
+* ``table_4_5_split~S``: MACE per alloy (thesis Tables 4.5, 90:5:5, and 4.6, 80:10:10);
+* ``table_4_7_split~S``: per alloy, the best MACE configuration against the best M3GNet one
+  (thesis Table 4.7). The best configuration (e_cut, mode) of a family is the one with the
+  fewest failed alloys on the validation set, then the lowest mean validation energy MAE.
+
+Columns are e_cut × mode (energy in meV/atom, area in Å²/atom × 100); in each row the best
+value is bold and the second underlined; "–" marks a model whose training or relaxation
+failed (or has not finished); an empty cell a combination not configured.
+
+Learning curves (one figure per alloy): relaxed energy and area MAE of the test set against
+the number of training materials, normal against transfer, and ``learning_curve_crossover``:
+the smallest training fraction from which on normal training matches transfer, that is its
+MAE is at most ``(1 + tolerance)`` times the transfer MAE at that fraction and at every
+larger one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlff2d.evaluation import DASH, relaxation_table, write_table
+from mlff2d.report import flat, point_status
+
+FAMILY_NAMES = {"m3gnet": "M3GNet", "mace": "MACE", "nequip": "NequIP"}
+COMBINED = "alloys"
+_MODEL = re.compile(
+    r"alloys/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>normal|transfer)/ecut~(?P<ecut>[^/]+)"
+    r"/split~(?P<split>[^/]+?)(?:/frac~(?P<frac>[^/]+))?/?$"
+)
+#: The thesis table each of our tables corresponds to (by kind and family).
+THESIS = {
+    "combined": "Table 4.3 (M3GNet, all alloys combined, cutoff 0.01)",
+    "m3gnet": "Table 4.4 (M3GNet per alloy, 90:5:5, test set; validation set: Table 6.1)",
+    "mace": "Tables 4.5 (MACE per alloy, 90:5:5) and 4.6 (80:10:10), test set",
+    "best": "Table 4.7 (best MACE against best M3GNet, 90:5:5 test set)",
+}
+QUANTITIES = (("energy_mae", "energy MAE (meV/atom)", 1.0), ("area_mae", "area MAE (Å²/atom × 100)", 100.0))
+
+
+def parse_model_dir(path: str | Path) -> dict[str, Any]:
+    """family, dataset, mode, ecut, split and frac (None for a full model) of an alloy model dir."""
+    match = _MODEL.search(str(path).rstrip("/"))
+    if not match:
+        raise ValueError(f"not an alloy model directory: {path} (alloys/<family>/<dataset>/<mode>/ecut~X/split~Y[/frac~F])")
+    return match.groupdict()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def collect_models(model_dirs: Sequence[str | Path], sets: Sequence[str]) -> pd.DataFrame:
+    """One row per (model, set): its labels, status (ok / failed / pending), the size of its
+    training data, the universal point it started from, and every summary metric."""
+    rows = []
+    for model in model_dirs:
+        model = Path(model)
+        labels = parse_model_dir(model)
+        data = _read_json(model / "training_data.json")
+        source = _read_json(model / "transfer_source.json")
+        for relax_set in sets:
+            status, summary = point_status(model, relax_set)
+            rows.append(
+                {
+                    **labels,
+                    "set": relax_set,
+                    "status": status,
+                    "n_train_materials": data.get("n_train_materials"),
+                    "n_train_frames": data.get("n_train_frames"),
+                    "transfer_from": source.get("label"),
+                    "model_dir": str(model),
+                    **flat(summary),
+                }
+            )
+    columns = ["family", "dataset", "mode", "ecut", "split", "frac", "set", "status", "energy_mae", "area_mae"]
+    frame = pd.DataFrame(rows)
+    for col in columns:
+        if col not in frame:
+            frame[col] = pd.Series(dtype=float if col.endswith("_mae") else object)
+    return frame
+
+
+def _ecut_key(ecut: str) -> float:
+    try:
+        return float(ecut)
+    except ValueError:
+        return math.inf
+
+
+def _column(ecut: str, mode: str, prefix: str = "") -> str:
+    """A table column label; without spaces (relaxation_table lists the best columns space-separated)."""
+    return f"{prefix}e_cut={ecut},{mode}"
+
+
+def _write(rows: pd.DataFrame, order: list[str], stem: Path, caption: str) -> list[Path]:
+    """relaxation_table + write_table with our column labels and order (the header of
+    write_table says "Cutoff = <label>"; our labels name the e_cut themselves)."""
+    if rows.empty:
+        table = pd.DataFrame(columns=["set", "model", "quantity", "unit", "best", "second"])
+    else:
+        rows = rows.assign(status=rows["status"].where(rows["status"] == "ok", "failed"))
+        table = relaxation_table(rows)
+        present = [c for c in order if c in table.columns]
+        table = table[["set", "model", "quantity", "unit", *present, "best", "second"]]
+    paths = write_table(table, stem, caption)
+    for path in paths[1:]:
+        path.write_text(path.read_text(encoding="utf-8").replace("Cutoff = ", ""), encoding="utf-8")
+    return paths
+
+
+def _table_rows(models: pd.DataFrame, model_label: Any, column: Any) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "set": models["set"],
+            "model": [model_label(r) for r in models.itertuples(index=False)],
+            "ecut": [column(r) for r in models.itertuples(index=False)],
+            "status": models["status"],
+            "energy_mae": models["energy_mae"].astype(float),
+            "area_mae": models["area_mae"].astype(float),
+        }
+    )
+
+
+def _columns(models: pd.DataFrame, prefix: str = "") -> list[str]:
+    combos = sorted({(r.ecut, r.mode) for r in models.itertuples(index=False)}, key=lambda c: (_ecut_key(c[0]), c[1] != "transfer"))
+    return [_column(e, m, prefix) for e, m in combos]
+
+
+def best_configuration(models: pd.DataFrame, family: str, split: str) -> tuple[str, str] | None:
+    """(ecut, mode) of a family's best per-alloy configuration on a split: fewest alloys failed
+    on the validation set (the test set when there is none), then the lowest mean energy MAE."""
+    rows = models[(models["family"] == family) & (models["split"] == split) & (models["dataset"] != COMBINED)]
+    select_set = "val" if (rows["set"] == "val").any() else "test"
+    rows = rows[rows["set"] == select_set]
+    if rows.empty:
+        return None
+    scores = []
+    for (ecut, mode), group in rows.groupby(["ecut", "mode"]):
+        ok = group[(group["status"] == "ok") & np.isfinite(group["energy_mae"].astype(float))]
+        if ok.empty:
+            continue
+        scores.append((len(group) - len(ok), float(ok["energy_mae"].mean()), ecut, mode))
+    if not scores:
+        return None
+    _, _, ecut, mode = min(scores)
+    return ecut, mode
+
+
+def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str | Path, families: Sequence[str] = ("m3gnet", "mace")) -> list[Path]:
+    """Tables 4.3, 4.4, 4.5 and 4.7 of every split (see the module docstring), the flat
+    ``alloy_summary.csv`` and ``index.md``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    full = models[models["frac"].isna()] if "frac" in models else models
+    full.to_csv(outdir / "alloy_summary.csv", index=False, lineterminator="\n")
+    written = [outdir / "alloy_summary.csv"]
+    index = ["# Alloy force fields: normal training against transfer (thesis 4.3)", ""]
+    index += [
+        "Energy MAE in meV/atom, area MAE in Å²/atom × 100, of the relaxed structures against DFT.",
+        "Each table holds the validation set (thesis appendix) above the test set (thesis 4.3).",
+        "Best per row in bold, second underlined; – = training or relaxation failed (or not finished).",
+        "",
+    ]
+    for split in splits:
+        at_split = full[full["split"] == split]
+        index += [f"## Split {split}", ""]
+        combined = at_split[at_split["dataset"] == COMBINED]
+        stem = outdir / f"table_4_3_split~{split}"
+        rows = _table_rows(combined, lambda r: FAMILY_NAMES.get(r.family, r.family), lambda r: _column(r.ecut, r.mode))
+        caption = f"Relaxation MAE of the force fields trained on all alloys combined, split {split}; thesis {THESIS['combined']}."
+        written += _write(rows, _columns(combined), stem, caption)
+        index.append(f"- [{stem.name}.md]({stem.name}.md): all alloys combined, every family; thesis {THESIS['combined']}")
+        for family, number in (("m3gnet", "4_4"), ("mace", "4_5")):
+            per_alloy = at_split[(at_split["family"] == family) & (at_split["dataset"] != COMBINED)]
+            stem = outdir / f"table_{number}_split~{split}"
+            rows = _table_rows(per_alloy, lambda r: r.dataset, lambda r: _column(r.ecut, r.mode))
+            name = FAMILY_NAMES[family]
+            caption = f"Relaxation MAE of the {name} alloy force fields, per alloy, split {split}; thesis {THESIS[family]}."
+            written += _write(rows, _columns(per_alloy), stem, caption)
+            enabled = "" if family in families else " (family not trained: empty)"
+            index.append(f"- [{stem.name}.md]({stem.name}.md): {name} per alloy{enabled}; thesis {THESIS[family]}")
+        best_rows, order, chosen = [], [], []
+        for family in families:
+            best = best_configuration(full, family, split)
+            if best is None:
+                continue
+            ecut, mode = best
+            prefix = f"{FAMILY_NAMES.get(family, family)}:"
+            pick = at_split[(at_split["family"] == family) & (at_split["ecut"] == ecut) & (at_split["mode"] == mode) & (at_split["dataset"] != COMBINED)]
+            best_rows.append(_table_rows(pick, lambda r: r.dataset, lambda r, p=prefix: _column(r.ecut, r.mode, p)))
+            order.append(_column(ecut, mode, prefix))
+            chosen.append(f"{prefix}e_cut {ecut}, {mode}")
+        stem = outdir / f"table_4_7_split~{split}"
+        rows = pd.concat(best_rows, ignore_index=True) if best_rows else pd.DataFrame()
+        caption = f"Best configuration of each family per alloy, split {split} ({'; '.join(chosen) or 'none finished'}; chosen by validation energy MAE); thesis {THESIS['best']}."
+        written += _write(rows, order, stem, caption)
+        index.append(f"- [{stem.name}.md]({stem.name}.md): best configuration of each family ({'; '.join(chosen) or 'none yet'}); thesis {THESIS['best']}")
+        index.append("")
+    index += ["## Parity plots of the alloy models", ""]
+    for model_dir in sorted(full["model_dir"].unique()) if len(full) else []:
+        for relax_set in ("val", "test"):
+            parity = Path(model_dir) / "relax" / relax_set / "parity.png"
+            if parity.exists():
+                index.append(f"- {model_dir} ({relax_set}): {parity}")
+    (outdir / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+    written.append(outdir / "index.md")
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def plot_normal_vs_transfer(models: pd.DataFrame, family: str, split: str, relax_set: str, stem: str | Path) -> list[Path]:
+    """Grouped bars per dataset (alloys, then the combined one): energy and area MAE of every
+    e_cut × mode; a missing or failed model is marked with "–" at the bottom of its slot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlff2d.ptable import save_figure
+
+    rows = models[(models["family"] == family) & (models["split"] == split) & (models["set"] == relax_set)]
+    if "frac" in rows:
+        rows = rows[rows["frac"].isna()]
+    datasets = sorted(set(rows["dataset"]) - {COMBINED}) + ([COMBINED] if (rows["dataset"] == COMBINED).any() else [])
+    combos = sorted({(r.ecut, r.mode) for r in rows.itertuples(index=False)}, key=lambda c: (_ecut_key(c[0]), c[1] != "transfer"))
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.4 * len(datasets) + 3), 4.0))
+    width = 0.8 / max(1, len(combos))
+    x = np.arange(len(datasets))
+    colours = plt.get_cmap("tab20").colors
+    for (column, ylabel, factor), ax in zip(QUANTITIES, axes):
+        for k, (ecut, mode) in enumerate(combos):
+            values = []
+            for d in datasets:
+                r = rows[(rows["dataset"] == d) & (rows["ecut"] == ecut) & (rows["mode"] == mode)]
+                ok = len(r) and r["status"].iloc[0] == "ok" and math.isfinite(float(r[column].iloc[0]))
+                values.append(float(r[column].iloc[0]) * factor if ok else math.nan)
+            pos = x - 0.4 + width * (k + 0.5)
+            colour = colours[(2 * k) % len(colours)] if mode == "transfer" else colours[(2 * k + 1) % len(colours)]
+            ax.bar(pos, np.nan_to_num(values), width, label=f"e_cut {ecut}, {mode}", color=colour,
+                   hatch="" if mode == "transfer" else "//", edgecolor="black", linewidth=0.4)
+            for p, v in zip(pos, values):
+                if not math.isfinite(v):
+                    ax.annotate(DASH, (p, 0), ha="center", va="bottom", fontsize=9)
+        ax.set_xticks(x)
+        ax.set_xticklabels(["all alloys" if d == COMBINED else d for d in datasets], rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{FAMILY_NAMES.get(family, family)}: normal against transfer, split {split}, {relax_set} set")
+    fig.tight_layout()
+    return save_figure(fig, Path(stem))
+
+
+def learning_curve_table(models: pd.DataFrame, relax_set: str = "test") -> pd.DataFrame:
+    """Long table of the learning-curve models: dataset, family, mode, frac, n_train_materials,
+    n_train_frames, status, energy_mae (meV/atom), area_mae (Å²/atom × 100)."""
+    rows = models[models["frac"].notna() & (models["set"] == relax_set)].copy()
+    rows["frac"] = rows["frac"].astype(float)
+    ok = rows["status"] == "ok"
+    rows["energy_mae"] = rows["energy_mae"].astype(float).where(ok)
+    rows["area_mae"] = (100.0 * rows["area_mae"].astype(float)).where(ok)
+    cols = ["dataset", "family", "ecut", "split", "mode", "frac", "n_train_materials", "n_train_frames", "status", "energy_mae", "area_mae"]
+    return rows[cols].sort_values(["dataset", "family", "mode", "frac"]).reset_index(drop=True)
+
+
+def crossover(curve: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """Per dataset × family × quantity: the smallest fraction from which on the normal model's
+    MAE stays within ``(1 + tolerance)`` × the transfer model's (see the module docstring);
+    ``never`` when it does not, ``–`` when a curve has no finished point."""
+    out = []
+    for (dataset, family), group in curve.groupby(["dataset", "family"], sort=True):
+        fracs = sorted(group["frac"].unique())
+        for column, label, _ in QUANTITIES:
+            normal = group[group["mode"] == "normal"].set_index("frac")[column]
+            transfer = group[group["mode"] == "transfer"].set_index("frac")[column]
+            both = [f for f in fracs if f in normal.index and f in transfer.index and np.isfinite(normal[f]) and np.isfinite(transfer[f])]
+            matched = [bool(normal[f] <= (1 + tolerance) * transfer[f]) for f in both]
+            answer: Any = "never" if both else DASH
+            for i in range(len(both)):
+                if all(matched[i:]):
+                    answer = both[i]
+                    break
+            n_train = group.loc[group["frac"] == answer, "n_train_materials"] if not isinstance(answer, str) else pd.Series(dtype=float)
+            smallest = both[0] if both else None
+            out.append(
+                {
+                    "dataset": dataset,
+                    "family": family,
+                    "quantity": label,
+                    "fractions": " ".join(f"{f:g}" for f in fracs),
+                    "crossover_fraction": answer,
+                    "crossover_n_train_materials": n_train.iloc[0] if len(n_train) else None,
+                    "normal_at_smallest": normal.get(smallest) if smallest is not None else None,
+                    "transfer_at_smallest": transfer.get(smallest) if smallest is not None else None,
+                    "tolerance": tolerance,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def plot_learning_curve(curve: pd.DataFrame, dataset: str, stem: str | Path) -> list[Path]:
+    """Energy and area MAE against the number of training materials (log x), normal (dashed)
+    and transfer (solid), one colour per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlff2d.ptable import save_figure
+
+    rows = curve[curve["dataset"] == dataset]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    colours = dict(zip(sorted(rows["family"].unique()), plt.get_cmap("tab10").colors))
+    for (column, ylabel, _), ax in zip(QUANTITIES, axes):
+        for (family, mode), group in rows.groupby(["family", "mode"]):
+            group = group.sort_values("frac")
+            n = group["n_train_materials"].astype(float)
+            ax.plot(n, group[column], marker="o", linestyle="-" if mode == "transfer" else "--",
+                    color=colours[family], label=f"{FAMILY_NAMES.get(family, family)} {mode}")
+            for xi, yi in zip(n, group[column]):
+                if not np.isfinite(yi) and np.isfinite(xi):
+                    ax.annotate(DASH, (xi, 0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
+        ax.set_xscale("log")
+        ticks = sorted({int(v) for v in rows["n_train_materials"].dropna()})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("training materials")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{dataset}: learning curve, normal against transfer")
+    fig.tight_layout()
+    return save_figure(fig, Path(stem))
+
+
+def write_learning_curves(models: pd.DataFrame, outdir: str | Path, figures_dir: str | Path, tolerance: float, relax_set: str = "test") -> list[Path]:
+    """``learning_curve.csv`` (every point) and ``learning_curve_crossover.{csv,md}`` in
+    ``outdir``, one ``learning_curve_<dataset>.{png,pdf}`` per dataset in ``figures_dir``."""
+    outdir, figures_dir = Path(outdir), Path(figures_dir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    curve = learning_curve_table(models, relax_set)
+    curve.to_csv(outdir / "learning_curve.csv", index=False, lineterminator="\n")
+    table = crossover(curve, tolerance)
+    table.to_csv(outdir / "learning_curve_crossover.csv", index=False, lineterminator="\n")
+    lines = [
+        f"# Where transfer pays: smallest training fraction at which normal training matches transfer ({relax_set} set)",
+        "",
+        f"Normal matches transfer at a fraction when its MAE is at most (1 + {tolerance:g}) × the transfer MAE there and at every larger fraction; "
+        "'never' = transfer stays better at every fraction; – = no finished point.",
+        "",
+        "| Alloy | Family | Quantity | Fractions | Crossover fraction | Training materials there | Normal at smallest | Transfer at smallest |",
+        "|:--|:--|:--|:--|--:|--:|--:|--:|",
+    ]
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return DASH
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    for r in table.itertuples(index=False):
+        frac = r.crossover_fraction if isinstance(r.crossover_fraction, str) else f"{r.crossover_fraction:g}"
+        n = r.crossover_n_train_materials
+        lines.append(f"| {r.dataset} | {FAMILY_NAMES.get(r.family, r.family)} | {r.quantity} | {r.fractions} | {frac} | "
+                     f"{'' if n is None or (isinstance(n, float) and not math.isfinite(n)) else int(n)} | {fmt(r.normal_at_smallest)} | {fmt(r.transfer_at_smallest)} |")
+    (outdir / "learning_curve_crossover.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written = [outdir / "learning_curve.csv", outdir / "learning_curve_crossover.csv", outdir / "learning_curve_crossover.md"]
+    for dataset in sorted(curve["dataset"].unique()):
+        written += plot_learning_curve(curve, dataset, figures_dir / f"learning_curve_{dataset}")
+    return written
+
+
+def write_alloy_report(
+    model_dirs: Sequence[str | Path],
+    sets: Sequence[str],
+    splits: Sequence[str],
+    tables_dir: str | Path,
+    figures_dir: str | Path,
+    families: Sequence[str] = ("m3gnet", "mace"),
+    tolerance: float = 0.1,
+    curve_set: str = "test",
+) -> list[Path]:
+    """Every alloy table and figure: tables (and index.md) in ``tables_dir``; the
+    normal-against-transfer figures and the learning curves in ``figures_dir``."""
+    models = collect_models(model_dirs, sets)
+    if "frac" not in models:
+        models["frac"] = None
+    written = write_alloy_tables(models, splits, tables_dir, families)
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    full = models[models["frac"].isna()]
+    for family in families:
+        for split in splits:
+            if ((full["family"] == family) & (full["split"] == split)).any():
+                relax_set = curve_set if curve_set in sets else sets[-1]
+                written += plot_normal_vs_transfer(full, family, split, relax_set, figures_dir / f"normal_vs_transfer_{family}_split~{split}")
+    index = Path(tables_dir) / "index.md"
+    lines = ["## Figures", ""]
+    lines += [f"- {p}" for p in written if p.suffix == ".png"]
+    if models["frac"].notna().any():
+        curves = write_learning_curves(models[models["set"] == curve_set], tables_dir, figures_dir, tolerance, curve_set)
+        written += curves
+        lines += ["", "## Learning curves (where transfer pays)", ""]
+        lines += [f"- [learning_curve_crossover.md](learning_curve_crossover.md): smallest fraction at which normal training matches transfer"]
+        lines += ["- learning_curve.csv: every learning-curve point"]
+        lines += [f"- {p}" for p in curves if p.suffix == ".png"]
+    index.write_text(index.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
+    return written
+
+
+def expected_outputs(splits: Sequence[str]) -> list[str]:
+    """File names (relative to the tables dir) that :func:`write_alloy_tables` always writes."""
+    out = ["alloy_summary.csv", "index.md"]
+    for split in splits:
+        for number in ("4_3", "4_4", "4_5", "4_7"):
+            out += [f"table_{number}_split~{split}{ext}" for ext in (".csv", ".md", ".tex")]
+    return out
+

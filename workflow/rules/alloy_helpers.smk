@@ -1,0 +1,180 @@
+# Named helpers of the alloy rules (alloys.smk): model paths, config lookups and input functions.
+
+ALLOYS = f"{RESULTS}/alloys"
+ALLOY_FAMILY_CONFIG = config["alloys"]["families"]
+ALLOY_RELAX_SETS = config["alloys"]["relax_sets"]
+LEARNING_CURVE = config["alloys"]["learning_curve"]
+ALLOY_MODES = ["normal", "transfer"]
+#: An alloy model's directory, as a pattern with the wildcards family, dataset, mode, ecut, split.
+ALLOY_MODEL = f"{ALLOYS}/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}"
+#: A learning-curve model: the alloy model directory plus frac~<fraction>.
+CURVE_MODEL = f"{ALLOY_MODEL}/frac~{{frac}}"
+#: The nested training subset of a learning-curve point (a copy of the export, fewer train materials).
+CURVE_DATA = f"{DATA}/{{dataset}}/subsets/{{family}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}"
+
+
+def _subset_of(values, allowed, key, allowed_key):
+    """values (None = all of allowed), checked against allowed; an error names the config key."""
+    chosen = list(allowed) if values is None else list(values)
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        raise ValueError(f"config key {key!r}: {unknown} not in {allowed_key} {list(allowed)}")
+    return chosen
+
+
+def alloy_families():
+    """The model families with alloy models (none when no alloy dataset is configured)."""
+    return [f for f, spec in ALLOY_FAMILY_CONFIG.items() if spec["enabled"]] if ALLOY_DATASETS else []
+
+
+def alloy_family_ecuts(family):
+    e_cuts = ALLOY_FAMILY_CONFIG[family]["e_cuts"]
+    e_cuts = None if e_cuts is None else [fmt_float(e) for e in e_cuts]
+    return _subset_of(e_cuts, ALLOY_ECUTS, f"alloys.families.{family}.e_cuts", "alloys.e_cuts")
+
+
+def alloy_family_splits(family):
+    return _subset_of(ALLOY_FAMILY_CONFIG[family]["splits"], ALLOY_SPLITS, f"alloys.families.{family}.splits", "alloys.splits")
+
+
+def alloy_models():
+    """Every alloy model directory: family × dataset × mode × e_cut × split."""
+    return [
+        ALLOY_MODEL.format(family=f, dataset=d, mode=m, ecut=e, split=s)
+        for f in alloy_families()
+        for d in ALLOY_DATASETS
+        for m in ALLOY_MODES
+        for e in alloy_family_ecuts(f)
+        for s in alloy_family_splits(f)
+    ]
+
+
+def curve_models():
+    """Every learning-curve model directory: alloy × family × mode × fraction."""
+    if not (LEARNING_CURVE["enabled"] and ALLOY_NAMES):
+        return []
+    alloys = _subset_of(LEARNING_CURVE["alloys"], ALLOY_NAMES, "alloys.learning_curve.alloys", "alloys.datasets")
+    families = _subset_of(LEARNING_CURVE["families"], list(ALLOY_FAMILY_CONFIG), "alloys.learning_curve.families", "alloys.families")
+    ecut = _subset_of([fmt_float(LEARNING_CURVE["e_cut"])], ALLOY_ECUTS, "alloys.learning_curve.e_cut", "alloys.e_cuts")[0]
+    split = _subset_of([LEARNING_CURVE["split"]], ALLOY_SPLITS, "alloys.learning_curve.split", "alloys.splits")[0]
+    return [
+        CURVE_MODEL.format(family=f, dataset=d, mode=m, ecut=ecut, split=split, frac=fmt_float(x))
+        for d in alloys
+        for f in families
+        for m in ALLOY_MODES
+        for x in LEARNING_CURVE["fractions"]
+    ]
+
+
+def transfer_points(wildcards):
+    """The universal sweep points a transfer model may start from: the whole sweep for "best",
+    else the named point."""
+    if wildcards.mode != "transfer":
+        return []
+    points = sweep_points(wildcards.family)
+    source = ALLOY_FAMILY_CONFIG[wildcards.family]["transfer_from"]
+    if source == "best":
+        return points
+    named = [p for p in points if Path(p).parts[-3:] == Path(source).parts]
+    if not named:
+        labels = [p[len(UFF) + len(wildcards.family) + 2 :] for p in points]
+        raise ValueError(f"config key 'alloys.families.{wildcards.family}.transfer_from': {source!r} is not a sweep point; one of {labels} or best")
+    return named
+
+
+def transfer_statuses(wildcards):
+    return [f"{p}/status.json" for p in transfer_points(wildcards)]
+
+
+def alloy_training_data(wildcards):
+    return f"{DATA}/{wildcards.dataset}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{wildcards.split}"
+
+
+def alloy_train_args(wildcards):
+    """Arguments of `mlff2d train-alloy` from the config: lr, batch size, settings (the universal
+    family's params overridden by the alloy ones), freezing and the transfer source."""
+    spec = ALLOY_FAMILY_CONFIG[wildcards.family]
+    mode = spec[wildcards.mode]
+    settings = {**UFF_FAMILIES[wildcards.family]["params"], **spec["params"]}
+    args = f"--mode {wildcards.mode} --lr {mode['lr']} --batch-size {mode['batch_size']} --params {shlex.quote(json.dumps(settings))}"
+    if wildcards.mode == "transfer":
+        points = " ".join(transfer_points(wildcards))
+        args += f" --freeze-blocks {mode['freeze_blocks']} --transfer-from {shlex.quote(spec['transfer_from'])} --universal {points}"
+    return args
+
+
+def alloy_resources(wildcards):
+    return ALLOY_FAMILY_CONFIG[wildcards.family]["resources"]
+
+
+def alloy_threads(wildcards):
+    return alloy_resources(wildcards)["cpus"]
+
+
+def alloy_gpus(wildcards):
+    return alloy_resources(wildcards)["gpu"]
+
+
+def alloy_gpu_model(wildcards):
+    return alloy_resources(wildcards)["gpu_model"]  # None (unset) is left out of sbatch
+
+
+def alloy_constraint(wildcards):
+    return alloy_resources(wildcards)["constraint"]  # None (unset) is left out of sbatch
+
+
+def alloy_mem_mb(wildcards, attempt):
+    """Memory of an alloy training job, doubled on each retry."""
+    return alloy_resources(wildcards)["mem_mb"] * 2 ** (attempt - 1)
+
+
+def alloy_runtime(wildcards, attempt):
+    """Wall time (minutes) of an alloy training job, doubled on each retry."""
+    return alloy_resources(wildcards)["runtime"] * 2 ** (attempt - 1)
+
+
+def alloy_collect_finished_only():
+    """True when the run asks only for `alloy_tables`: it then collects the models that have
+    finished training (the rest show as "–") and never starts a training."""
+    targets = set(workflow.dag_settings.targets) if workflow.dag_settings else set()
+    return bool(targets) and targets <= {"alloy_tables"}
+
+
+def alloy_report_models():
+    """The alloy and learning-curve models of the report (all, or the trained ones)."""
+    models = alloy_models() + curve_models()
+    if alloy_collect_finished_only():
+        models = [m for m in models if Path(f"{m}/status.json").exists()]
+    return models
+
+
+def alloy_report_inputs(wildcards):
+    """Evaluation summaries of every alloy model (val and test) and learning-curve model (test)."""
+    inputs = [f"{m}/relax/{s}/summary.json" for m in alloy_models() for s in ALLOY_RELAX_SETS]
+    inputs += [f"{m}/relax/test/summary.json" for m in curve_models()]
+    if alloy_collect_finished_only():
+        inputs = [i for i in inputs if Path(i).parents[2].joinpath("status.json").exists()]
+    return inputs
+
+
+def alloy_report_args(wildcards):
+    """Arguments of `mlff2d alloy-report`: every expected model (missing ones show as '–')."""
+    models = alloy_models() + curve_models()
+    families = " ".join(alloy_families()) or "m3gnet mace"
+    return (
+        f"--models {' '.join(models)} --sets {' '.join(ALLOY_RELAX_SETS)} --splits {' '.join(ALLOY_SPLITS)}"
+        f" --families {families} --tolerance {LEARNING_CURVE['tolerance']}"
+    )
+
+
+def alloy_table_outputs():
+    from mlff2d.alloy_report import expected_outputs
+
+    return [f"{ALLOYS}/tables/{name}" for name in expected_outputs(ALLOY_SPLITS)]
+
+
+def alloy_targets():
+    """Everything the alloy stage produces (part of `rule all`)."""
+    if not (alloy_models() or curve_models()):
+        return []
+    return [f"{ALLOYS}/tables/index.md"]
