@@ -1,7 +1,140 @@
 # Alloy formation energies (thesis 4.4): NequIP on ML- and DFT-relaxed structures against a
-# cluster expansion, with one holdout for both.
+# cluster expansion, with one holdout for both. Per alloy and split, in
+# results/<campaign>/formation/<alloy>/split~<split>/:
+#   formation_energies.csv, end_members.json   formation energies per site and per atom
+#   ce/                                        icet CE: cutoffs by CV on the training split, fit on it
+#   baseline/                                  composition only (alloy fraction x)
+#   nequip/{dft,ml1,ml2}/                      energy-only NequIP (nequip environment)
+# and results/<campaign>/formation/report/: tables 4.8 and 4.9, figures 4.10 and 4.11.
+
+include: "formation_common.smk"
 
 
-def formation_targets():
-    """Everything the formation-energy stage produces (part of `rule all`)."""
-    return []
+rule formation_energies:
+    input:
+        sets=formation_relax_sets,
+        table=formation_table_input,
+    output:
+        csv=f"{FORMATION_ALLOY}/formation_energies.csv",
+        end_members=f"{FORMATION_ALLOY}/end_members.json",
+    params:
+        table=formation_table_args,
+    wildcard_constraints:
+        fe_alloy=FE_ALLOY,
+        fe_split=r"[^/]+",
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/formation_energies.log",
+    benchmark:
+        f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/formation_energies.tsv"
+    shell:
+        "mlff2d formation-energies --alloy {wildcards.fe_alloy} --relax-sets {input.sets} {params.table}"
+        " --out {output.csv} --end-members {output.end_members} > {log} 2>&1"
+
+
+rule cluster_expansion:
+    input:
+        formation=rules.formation_energies.output.csv,
+        sets=formation_relax_sets,
+    output:
+        multiext(f"{FORMATION_ALLOY}/ce/", "predictions.csv", "summary.json", "cv.csv", "eci.csv"),
+    params:
+        outdir=subpath(output[0], parent=True),
+        settings=formation_ce_settings,
+    wildcard_constraints:
+        fe_alloy=FE_ALLOY,
+        fe_split=r"[^/]+",
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/cluster_expansion.log",
+    benchmark:
+        f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/cluster_expansion.tsv"
+    resources:
+        mem_mb=FORMATION_CONFIG["resources"]["mem_mb"],
+        runtime=FORMATION_CONFIG["resources"]["runtime"],
+    shell:
+        "mlff2d cluster-expansion --formation {input.formation} --relax-sets {input.sets}"
+        " --outdir {params.outdir} --settings {params.settings} > {log} 2>&1"
+
+
+rule formation_baseline:
+    input:
+        formation=rules.formation_energies.output.csv,
+    output:
+        multiext(f"{FORMATION_ALLOY}/baseline/", "predictions.csv", "summary.json"),
+    params:
+        outdir=subpath(output[0], parent=True),
+        order=FORMATION_CONFIG["baseline_order"],
+    wildcard_constraints:
+        fe_alloy=FE_ALLOY,
+        fe_split=r"[^/]+",
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/baseline.log",
+    shell:
+        "mlff2d formation-baseline --formation {input.formation} --outdir {params.outdir}"
+        " --order {params.order} > {log} 2>&1"
+
+
+rule formation_nequip:
+    input:
+        unpack(formation_nequip_structures),
+        formation=rules.formation_energies.output.csv,
+    output:
+        status=f"{FORMATION_ALLOY}/nequip/{{fe_input}}/status.json",
+        predictions=f"{FORMATION_ALLOY}/nequip/{{fe_input}}/predictions.csv",
+        metrics=f"{FORMATION_ALLOY}/nequip/{{fe_input}}/metrics.csv",
+    params:
+        outdir=subpath(output.status, parent=True),
+        sets=formation_nequip_set_args,
+        settings=formation_nequip_params,
+        mlff2d=NEQUIP_MLFF2D,
+    wildcard_constraints:
+        fe_alloy=FE_ALLOY,
+        fe_split=r"[^/]+",
+        fe_input="dft|ml1|ml2",
+    conda:
+        NEQUIP_ENV
+    log:
+        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/nequip_{{fe_input}}.log",
+    benchmark:
+        f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/nequip_{{fe_input}}.tsv"
+    threads: formation_nequip_threads
+    resources:
+        gpu=formation_nequip_gpus,
+        cpus_per_task=formation_nequip_threads,
+        mem_mb=formation_nequip_mem_mb,
+        runtime=formation_nequip_runtime,
+    shell:
+        "{params.mlff2d} --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
+        " --outdir {params.outdir} --params {params.settings} > {log} 2>&1"
+
+
+rule formation_report:
+    input:
+        formation_report_inputs,
+    output:
+        multiext(f"{FORMATION}/report/table_4_8", ".csv", ".md", ".tex"),
+        multiext(f"{FORMATION}/report/table_4_9", ".csv", ".md", ".tex"),
+        multiext(f"{FORMATION}/report/formation_distribution", ".png", ".pdf"),
+        multiext(f"{FORMATION}/report/parity_ce", ".png", ".pdf"),
+        f"{FORMATION}/report/formation_summary.csv",
+    params:
+        alloys=formation_report_args,
+        split=formation_split(),
+        outdir=subpath(output[0], parent=True),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/formation/report.log",
+    shell:
+        "mlff2d formation-report --alloys {params.alloys} --split {params.split}"
+        " --outdir {params.outdir} > {log} 2>&1"
+
+
+rule formation:
+    input:
+        formation_targets(),

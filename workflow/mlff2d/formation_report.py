@@ -1,0 +1,352 @@
+"""Tables 4.8 and 4.9 and figures 4.10 and 4.11 of the formation-energy study (thesis 4.4).
+
+One directory per alloy (``results/<c>/formation/<alloy>/split~<s>/``) holds
+``formation_energies.csv``, ``ce/`` (icet cluster expansion), ``baseline/`` (composition
+only) and ``nequip/{dft,ml1,ml2}/`` (energy-only NequIP on DFT-, ML1- and ML2-relaxed
+structures), each with ``predictions.csv`` (``material_id``, ``set``,
+``formation_energy_per_atom_eV``, ``predicted_per_atom_eV``); a NequIP model also has
+``status.json``. Whatever is missing or failed shows as "–".
+
+* Table 4.8 (``table_4_8.{csv,md,tex}``): MAE of the formation energy (meV/atom) per set (Test,
+  Val) and model (rows) and alloy (columns); best per set and alloy in bold, second
+  underlined (compared at the printed precision, three decimals).
+* Table 4.9 (``table_4_9.*``): MAE and RMSE (meV/atom) of the cluster expansion per alloy and
+  set (train, val, test), the external cluster expansion beside it when one is given. Unlike
+  the thesis's, our expansion is fitted on the training split only.
+* ``formation_summary.csv``: every (alloy, model, set) with n, MAE, RMSE and status.
+* Figure 4.10 (``formation_distribution.{png,pdf}``): formation energies per atom, one panel per
+  alloy and one for all combined, with E_f = 0 marked.
+* Figure 4.11 (``parity_<model>.{png,pdf}``): DFT against predicted formation energy per atom,
+  one panel per alloy and one combined, train/val/test coloured, R² and MAE of val+test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mlff2d.evaluation import DASH, r2_score, tex_escape
+from mlff2d.formation import error_stats, read_formation_energies
+from mlff2d.ptable import save_figure
+
+#: (key, row label in table 4.8, subdirectory) of every model, in table order.
+MODELS = (
+    ("ce", "CE (icet, train split)", "ce"),
+    ("external_ce", "CE (external)", None),
+    ("nequip_dft", "ML (relaxed DFT)", "nequip/dft"),
+    ("nequip_ml1", "ML 1 (normal)", "nequip/ml1"),
+    ("nequip_ml2", "ML 2 (transfer)", "nequip/ml2"),
+    ("baseline", "Composition only", "baseline"),
+)
+LABELS = {k: label for k, label, _ in MODELS}
+TABLE_SETS = ("test", "val")
+ALL_SETS = ("train", "val", "test")
+DECIMALS = 3
+SET_COLORS = {"train": "#9a9a9a", "val": "tab:blue", "test": "tab:orange"}
+
+
+def _read_predictions(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, dtype={"material_id": str, "set": str})
+    return frame if len(frame) else None
+
+
+def model_predictions(alloy_dir: str | Path, key: str) -> tuple[str, pd.DataFrame | None]:
+    """('ok', predictions) of one model of one alloy, or ('failed' | 'pending', None)."""
+    alloy_dir = Path(alloy_dir)
+    if key == "external_ce":
+        f = alloy_dir / "formation_energies.csv"
+        if not f.exists():
+            return "pending", None
+        table = read_formation_energies(f)
+        if table["external_ce_per_site_eV"].isna().all():
+            return "absent", None
+        out = table[["material_id", "set", "formation_energy_per_atom_eV"]].copy()
+        out["predicted_per_atom_eV"] = table["external_ce_per_site_eV"] * table["n_sites"] / table["n_atoms"]
+        return "ok", out
+    sub = dict((k, d) for k, _, d in MODELS)[key]
+    model_dir = alloy_dir / sub
+    status_file = model_dir / "status.json"
+    if status_file.exists() and json.loads(status_file.read_text()).get("status") != "ok":
+        return "failed", None
+    preds = _read_predictions(model_dir / "predictions.csv")
+    if preds is None:
+        return ("failed" if status_file.exists() else "pending"), None
+    return "ok", preds
+
+
+def collect(alloys: Sequence[tuple[str, str | Path]]) -> pd.DataFrame:
+    """One row per (alloy, model, set): status, n, mae, rmse (meV/atom)."""
+    rows = []
+    for alloy, d in alloys:
+        for key, label, _ in MODELS:
+            status, preds = model_predictions(d, key)
+            if status == "absent":
+                continue
+            for s in ALL_SETS:
+                stats = {"n": 0, "mae": float("nan"), "rmse": float("nan")}
+                if preds is not None:
+                    rows_s = preds[preds["set"] == s]
+                    stats = error_stats(rows_s["predicted_per_atom_eV"], rows_s["formation_energy_per_atom_eV"])
+                ok = status == "ok" and stats["n"] > 0
+                rows.append({"alloy": alloy, "model": key, "label": label, "set": s,
+                             "status": "ok" if ok else ("failed" if status != "pending" else "pending"), **stats})
+    return pd.DataFrame(rows, columns=["alloy", "model", "label", "set", "status", "n", "mae", "rmse"])
+
+
+def _ranks(values: dict[str, float]) -> tuple[set[str], set[str]]:
+    """Keys with the lowest and second-lowest value at the printed precision (best needs two
+    values, second three)."""
+    rounded = {k: round(v, DECIMALS) for k, v in values.items() if math.isfinite(v)}
+    ranked = sorted(set(rounded.values()))
+    best = {k for k, v in rounded.items() if len(rounded) >= 2 and v == ranked[0]}
+    second = {k for k, v in rounded.items() if len(rounded) >= 3 and len(ranked) > 1 and v == ranked[1]}
+    return best, second
+
+
+def table_4_8(summary: pd.DataFrame, alloys: Sequence[str]) -> pd.DataFrame:
+    """Rows set × model, columns alloys (MAE meV/atom, DASH when failed or missing), and for
+    each alloy ``best_<alloy>``/``second_<alloy>`` naming the model key(s)."""
+    models = [k for k, _, _ in MODELS if k in set(summary["model"])]
+    lookup = {(r.alloy, r.model, r.set): r for r in summary.itertuples(index=False)}
+    records = []
+    marks: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+    for s in TABLE_SETS:
+        for a in alloys:
+            vals = {m: float(lookup[(a, m, s)].mae) for m in models
+                    if (a, m, s) in lookup and lookup[(a, m, s)].status == "ok"}
+            marks[(s, a)] = _ranks(vals)
+    for s in TABLE_SETS:
+        for m in models:
+            rec: dict[str, Any] = {"set": s, "model": LABELS[m], "key": m, "unit": "meV/atom"}
+            for a in alloys:
+                r = lookup.get((a, m, s))
+                rec[a] = float(r.mae) if r is not None and r.status == "ok" else DASH
+            for a in alloys:
+                best, second = marks[(s, a)]
+                rec[f"best_{a}"] = m in best
+                rec[f"second_{a}"] = m in second
+            records.append(rec)
+    return pd.DataFrame(records)
+
+
+def table_4_9(summary: pd.DataFrame, alloys: Sequence[str]) -> pd.DataFrame:
+    """Rows alloy × set (train, val, test): MAE and RMSE (meV/atom) of the icet CE and, when
+    present, of the external CE."""
+    lookup = {(r.alloy, r.model, r.set): r for r in summary.itertuples(index=False)}
+    has_external = bool((summary["model"] == "external_ce").any())
+    records = []
+    for a in alloys:
+        for s in ALL_SETS:
+            rec: dict[str, Any] = {"alloy": a, "set": s}
+            for key, name in (("ce", "CE"),) + ((("external_ce", "external CE"),) if has_external else ()):
+                r = lookup.get((a, key, s))
+                ok = r is not None and r.status == "ok"
+                rec[f"MAE {name} [meV/atom]"] = float(r.mae) if ok else DASH
+                rec[f"RMSE {name} [meV/atom]"] = float(r.rmse) if ok else DASH
+            records.append(rec)
+    return pd.DataFrame(records)
+
+
+def _fmt(value: Any, bold: bool = False, under: bool = False, tex: bool = False) -> str:
+    if isinstance(value, str):
+        return "--" if tex else value
+    if value is None or not math.isfinite(float(value)):
+        return "--" if tex else DASH
+    text = f"{float(value):.{DECIMALS}f}"
+    if bold:
+        return rf"\textbf{{{text}}}" if tex else f"**{text}**"
+    if under:
+        return rf"\underline{{{text}}}" if tex else f"<u>{text}</u>"
+    return text
+
+
+def _write(stem: Path, csv: pd.DataFrame, header: list[str], md_rows: list[list[str]], tex_rows: list[list[str]],
+           group_breaks: set[int], caption: str, align: str) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    csv.to_csv(paths[0], index=False, lineterminator="\n")
+    md = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if c == "l" else "--:" for c in align) + "|"]
+    md += ["| " + " | ".join(r) + " |" for r in md_rows]
+    paths[1].write_text("\n".join(md) + f"\n\nTable: {caption}\n", encoding="utf-8")
+    tex = [r"\begin{table}[htbp]", r"\centering", r"\begin{tabular}{" + align + "}", r"\hline",
+           " & ".join(tex_escape(h) for h in header) + r" \\", r"\hline"]
+    for i, r in enumerate(tex_rows):
+        if i in group_breaks:
+            tex.append(r"\hline")
+        tex.append(" & ".join(r) + r" \\")
+    tex += [r"\hline", r"\end{tabular}", r"\caption{" + tex_escape(caption) + "}", r"\end{table}"]
+    paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
+    return paths
+
+
+def write_table_4_8(table: pd.DataFrame, alloys: Sequence[str], stem: Path, caption: str) -> list[Path]:
+    header = ["Set", "Model", *alloys]
+    md_rows, tex_rows, breaks = [], [], set()
+    prev = None
+    for i, row in table.reset_index(drop=True).iterrows():
+        set_text = {"val": "Val", "test": "Test"}[row["set"]] if row["set"] != prev else ""
+        if prev is not None and row["set"] != prev:
+            breaks.add(i)
+        prev = row["set"]
+        md_rows.append([set_text, row["model"], *[_fmt(row[a], row[f"best_{a}"], row[f"second_{a}"]) for a in alloys]])
+        tex_rows.append([tex_escape(set_text), tex_escape(row["model"]),
+                         *[_fmt(row[a], row[f"best_{a}"], row[f"second_{a}"], tex=True) for a in alloys]])
+    return _write(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(alloys))
+
+
+def write_table_4_9(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
+    value_cols = [c for c in table.columns if c not in ("alloy", "set")]
+    header = ["Alloy", "Dataset", *value_cols]
+    md_rows, tex_rows, breaks = [], [], set()
+    prev = None
+    for i, row in table.reset_index(drop=True).iterrows():
+        alloy_text = row["alloy"] if row["alloy"] != prev else ""
+        if prev is not None and row["alloy"] != prev:
+            breaks.add(i)
+        prev = row["alloy"]
+        md_rows.append([alloy_text, row["set"], *[_fmt(row[c]) for c in value_cols]])
+        tex_rows.append([tex_escape(alloy_text), row["set"], *[_fmt(row[c], tex=True) for c in value_cols]])
+    return _write(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(value_cols))
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def _grid(n: int) -> tuple[Figure, list[Any]]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.8 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def distribution_figure(energies: dict[str, pd.DataFrame], stem: Path) -> list[Path]:
+    """Figure 4.10: histograms of the formation energy per atom (meV/atom) per alloy and all
+    combined, E_f = 0 dashed."""
+    names = list(energies) + (["all alloys"] if len(energies) > 1 else [])
+    fig, axes = _grid(max(1, len(names)))
+    for ax, name in zip(axes, names):
+        if name == "all alloys":
+            values = [f["formation_energy_per_atom_eV"].to_numpy(float) * 1000.0 for f in energies.values()]
+            bins = np.histogram_bin_edges(np.concatenate(values), bins=25)
+            ax.hist(values, bins=bins, stacked=True, label=list(energies))
+            ax.legend(fontsize=8)
+        else:
+            ax.hist(energies[name]["formation_energy_per_atom_eV"] * 1000.0, bins=20, color="tab:blue", alpha=0.8)
+        ax.axvline(0.0, color="black", ls="--", lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("formation energy (meV/atom)")
+        ax.set_ylabel("structures")
+    fig.suptitle("Formation energy distribution")
+    return save_figure(fig, stem)
+
+
+def parity_figure(preds: dict[str, pd.DataFrame], stem: Path, title: str) -> list[Path]:
+    """Figure 4.11: DFT against predicted formation energy per atom (meV/atom), per alloy and
+    combined; R² and MAE of the held-out (val + test) structures."""
+    names = list(preds) + (["all alloys"] if len(preds) > 1 else [])
+    fig, axes = _grid(max(1, len(names)))
+    for ax, name in zip(axes, names):
+        frame = pd.concat(preds.values()) if name == "all alloys" else preds[name]
+        x_all = frame["formation_energy_per_atom_eV"].to_numpy(float) * 1000.0
+        y_all = frame["predicted_per_atom_eV"].to_numpy(float) * 1000.0
+        ok = np.isfinite(x_all) & np.isfinite(y_all)
+        ax.set_title(name)
+        ax.set_xlabel("DFT formation energy (meV/atom)")
+        ax.set_ylabel("predicted (meV/atom)")
+        if not ok.any():
+            ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
+            continue
+        for s in ALL_SETS:
+            m = ok & (frame["set"].to_numpy() == s)
+            if m.any():
+                ax.scatter(x_all[m], y_all[m], s=12, color=SET_COLORS[s], label=s, alpha=0.8, edgecolors="none")
+        lo, hi = float(min(x_all[ok].min(), y_all[ok].min())), float(max(x_all[ok].max(), y_all[ok].max()))
+        pad = 0.05 * (hi - lo) if hi > lo else 1.0
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=1, ls="--")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        held = ok & np.isin(frame["set"].to_numpy(), ["val", "test"])
+        if held.any():
+            mae = float(np.mean(np.abs(y_all[held] - x_all[held])))
+            text = f"val+test: MAE = {mae:.3g} meV/atom\n$R^2$ = {r2_score(y_all[held], x_all[held]):.3f}, N = {int(held.sum())}"
+            ax.text(0.04, 0.96, text, transform=ax.transAxes, ha="left", va="top", fontsize=8,
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#b0b0b0"})
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return save_figure(fig, stem)
+
+
+def curves_figure(alloys: Sequence[tuple[str, str | Path]], stem: Path) -> list[Path]:
+    """Validation MAE per epoch of every NequIP model (thesis fig. 4.9)."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    drawn = 0
+    for alloy, d in alloys:
+        for key, label, sub in MODELS:
+            if not key.startswith("nequip"):
+                continue
+            f = Path(d) / sub / "metrics.csv"
+            if f.exists():
+                m = pd.read_csv(f)
+                if len(m) and "energy_mae_meV_per_atom" in m:
+                    ax.plot(m["epoch"], m["energy_mae_meV_per_atom"], label=f"{alloy}: {label}")
+                    drawn += 1
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation MAE (meV/atom)")
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no finished NequIP training", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle("NequIP formation-energy training")
+    return save_figure(fig, stem)
+
+
+def write_report(alloys: Sequence[tuple[str, str | Path]], outdir: str | Path, split: str = "") -> list[Path]:
+    """Tables 4.8 and 4.9, ``formation_summary.csv`` and the figures into ``outdir``."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = [a for a, _ in alloys]
+    summary = collect(alloys)
+    summary.to_csv(outdir / "formation_summary.csv", index=False, lineterminator="\n")
+    written = [outdir / "formation_summary.csv"]
+    split_text = f" ({split} split)" if split else ""
+    cap8 = ("MAE of the formation energy [meV/atom] on the validation and test sets" + split_text + ": cluster "
+            "expansion (icet, cutoffs chosen by cross-validation on the training split and fitted on it only), an "
+            "external cluster expansion where given, energy-only NequIP models on DFT-relaxed structures (ML relaxed "
+            "DFT), on structures relaxed by the normally trained MACE alloy model (ML 1) and by the transfer MACE "
+            "model (ML 2), and a composition-only baseline. Best per set and alloy in bold, second underlined; "
+            "– = failed or not run.")
+    written += write_table_4_8(table_4_8(summary, names), names, outdir / "table_4_8", cap8)
+    cap9 = ("MAE and RMSE [meV/atom] of the cluster expansion against the DFT formation energies on the train, val "
+            "and test keys" + split_text + ". The expansion is fitted on the training split only, so val and test "
+            "are a true holdout (the thesis fitted on all data).")
+    written += write_table_4_9(table_4_9(summary, names), outdir / "table_4_9", cap9)
+
+    energies = {a: read_formation_energies(Path(d) / "formation_energies.csv") for a, d in alloys
+                if (Path(d) / "formation_energies.csv").exists()}
+    written += distribution_figure(energies, outdir / "formation_distribution")
+    for key, label, _ in MODELS:
+        preds = {}
+        for a, d in alloys:
+            status, p = model_predictions(d, key)
+            if status == "ok" and p is not None:
+                preds[a] = p
+        if key == "external_ce" and not preds:
+            continue
+        written += parity_figure(preds, outdir / f"parity_{key}", f"DFT against {label}")
+    written += curves_figure(alloys, outdir / "nequip_validation_curves")
+    return written

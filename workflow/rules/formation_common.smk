@@ -1,0 +1,159 @@
+# Named helpers of the formation-energy rules (workflow/rules/formation.smk): paths, settings and
+# input functions (no lambdas in rules).
+
+FORMATION = f"{RESULTS}/formation"
+FORMATION_CONFIG = config["formation"]
+#: The thesis's formation-energy alloys (the default of formation.alloys).
+THESIS_FORMATION_ALLOYS = ["MoTaS2", "MoWS2", "NbMoS2", "TiTaS2"]
+#: One alloy's formation directory, as a pattern with the wildcards fe_alloy and fe_split.
+FORMATION_ALLOY = f"{FORMATION}/{{fe_alloy}}/split~{{fe_split}}"
+NEQUIP_MLFF2D = mlff2d_command("nequip")
+#: The MACE alloy-model mode that relaxes the structures of each NequIP input.
+FORMATION_MODES = {"ml1": "normal", "ml2": "transfer"}
+#: The fe_alloy wildcard: a configured alloy dataset.
+FE_ALLOY = "|".join(re.escape(a) for a in ALLOY_NAMES) or "none"
+
+
+def formation_alloys():
+    """The alloys of the formation study (none when disabled or no alloy is configured)."""
+    if not FORMATION_CONFIG["enabled"]:
+        return []
+    chosen = FORMATION_CONFIG["alloys"]
+    if chosen is None:
+        return [a for a in THESIS_FORMATION_ALLOYS if a in ALLOY_NAMES]
+    unknown = sorted(set(chosen) - set(ALLOY_NAMES))
+    if unknown:
+        raise ValueError(f"config key 'formation.alloys': {unknown} not in alloys.datasets {ALLOY_NAMES}")
+    return list(chosen)
+
+
+def formation_split():
+    split = FORMATION_CONFIG["split"]
+    if formation_alloys() and split not in ALLOY_SPLITS:
+        raise ValueError(f"config key 'formation.split': {split!r} not in alloys.splits {ALLOY_SPLITS}")
+    return split
+
+
+def formation_ecut():
+    return fmt_float(FORMATION_CONFIG["e_cut"])
+
+
+def formation_ml_available():
+    """True when MACE alloy models exist at formation.e_cut on formation.split (else ML1/ML2
+    are left out and show as '–')."""
+    mace = config["alloys"]["families"].get("mace", {})
+    if not mace.get("enabled", False):
+        return False
+    e_cuts = mace.get("e_cuts")
+    e_cuts = ALLOY_ECUTS if e_cuts is None else [fmt_float(e) for e in e_cuts]
+    splits = mace.get("splits")
+    splits = ALLOY_SPLITS if splits is None else splits
+    return formation_ecut() in e_cuts and formation_ecut() in ALLOY_ECUTS and formation_split() in splits
+
+
+def formation_inputs():
+    """The NequIP inputs to train (dft, ml1, ml2), without ML ones that have no MACE model."""
+    inputs = list(FORMATION_CONFIG["inputs"])
+    if not formation_ml_available():
+        inputs = [i for i in inputs if i == "dft"]
+    return inputs
+
+
+def formation_relax_sets(wildcards):
+    """The alloy's relaxation-set folder (start and DFT-relaxed reference structures)."""
+    return f"{DATA}/{wildcards.fe_alloy}/relax/split~{wildcards.fe_split}"
+
+
+def formation_table_input(wildcards):
+    return [FORMATION_CONFIG["table"]["path"]] if FORMATION_CONFIG["source"] == "table" else []
+
+
+def formation_table_args(wildcards):
+    """--table ... arguments of `mlff2d formation-energies` (empty for source dataset)."""
+    if FORMATION_CONFIG["source"] != "table":
+        return ""
+    t = FORMATION_CONFIG["table"]
+    if not t["path"]:
+        raise ValueError("config key 'formation.table.path': needed with formation.source: table")
+    args = [f"--table {shlex.quote(t['path'])}", f"--id-column {shlex.quote(t['id_column'])}",
+            f"--energy-column {shlex.quote(t['energy_column'])}", f"--unit {shlex.quote(t['unit'])}"]
+    if t["external_ce_column"]:
+        args.append(f"--external-ce-column {shlex.quote(t['external_ce_column'])}")
+    if t["alloy_column"]:
+        args.append(f"--alloy-column {shlex.quote(t['alloy_column'])}")
+    return " ".join(args)
+
+
+def formation_ml_model(wildcards):
+    """The MACE alloy model whose relaxed structures are input ml1 (normal) or ml2 (transfer)."""
+    mode = FORMATION_MODES[wildcards.fe_input]
+    return f"{RESULTS}/alloys/mace/{wildcards.fe_alloy}/{mode}/ecut~{formation_ecut()}/split~{wildcards.fe_split}"
+
+
+def formation_nequip_structures(wildcards):
+    """The structures of one NequIP input: the DFT relaxation sets, or an ML model's relaxations."""
+    if wildcards.fe_input == "dft":
+        return {"sets": formation_relax_sets(wildcards)}
+    model = formation_ml_model(wildcards)
+    return {s: f"{model}/relax/{s}/final.extxyz" for s in ("train", "val", "test")}
+
+
+def formation_nequip_set_args(wildcards, input):
+    """--train/--val/--test arguments of `mlff2d formation-nequip`."""
+    if wildcards.fe_input == "dft":
+        return " ".join(f"--{s} {input.sets}/{s}_reference.extxyz" for s in ("train", "val", "test"))
+    return " ".join(f"--{s} {input[s]}" for s in ("train", "val", "test"))
+
+
+def formation_nequip_params(wildcards):
+    """The NequIP settings (formation.nequip without resources), as a quoted JSON argument."""
+    params = {k: v for k, v in FORMATION_CONFIG["nequip"].items() if k != "resources"}
+    gpus = FORMATION_CONFIG["nequip"]["resources"]["gpu"]
+    if gpus:  # the GPUs SLURM grants the job: one rank each
+        params.update(device="cuda", devices=gpus)
+    return shlex.quote(json.dumps(params))
+
+
+def formation_ce_settings(wildcards):
+    return shlex.quote(json.dumps(FORMATION_CONFIG["ce"]))
+
+
+def formation_nequip_threads(wildcards):
+    return FORMATION_CONFIG["nequip"]["resources"]["cpus"]
+
+
+def formation_nequip_gpus(wildcards):
+    return FORMATION_CONFIG["nequip"]["resources"]["gpu"]
+
+
+def formation_nequip_mem_mb(wildcards, attempt):
+    return FORMATION_CONFIG["nequip"]["resources"]["mem_mb"] * 2 ** (attempt - 1)
+
+
+def formation_nequip_runtime(wildcards, attempt):
+    return FORMATION_CONFIG["nequip"]["resources"]["runtime"] * 2 ** (attempt - 1)
+
+
+def formation_alloy_dirs():
+    return [FORMATION_ALLOY.format(fe_alloy=a, fe_split=formation_split()) for a in formation_alloys()]
+
+
+def formation_report_inputs(wildcards):
+    """Everything the report reads, for every formation alloy."""
+    inputs = []
+    for d in formation_alloy_dirs():
+        inputs += [f"{d}/formation_energies.csv", f"{d}/ce/summary.json", f"{d}/baseline/summary.json"]
+        inputs += [f"{d}/nequip/{i}/status.json" for i in formation_inputs()]
+    return inputs
+
+
+def formation_report_args(wildcards):
+    """ALLOY=DIR arguments of `mlff2d formation-report`."""
+    return " ".join(f"{a}={d}" for a, d in zip(formation_alloys(), formation_alloy_dirs()))
+
+
+def formation_targets():
+    """Everything the formation-energy stage produces (part of `rule all`)."""
+    if not formation_alloys():
+        return []
+    return [f"{FORMATION}/report/table_4_8.csv", f"{FORMATION}/report/table_4_9.csv"]
