@@ -39,6 +39,9 @@ localrules:
     sweep_mace,
     tables,
     ptables,
+    alloy_tables,
+    formation,
+    formation_report,
 
 
 rule all:

@@ -67,7 +67,46 @@ def test_demo_campaign(tmp_path: Path) -> None:
     assert set(summary["status"]) == {"ok"} and len(summary) == 4 * 2 + 2
     assert "compare_val" in (demo / "ptables" / "index.md").read_text()
 
+    # transfer learning to the alloys (thesis 4.3): normal and transfer, two alloys and the combined set
+    alloys = config["alloys"]
+    datasets = [d["name"] for d in alloys["datasets"]] + ["alloys"]
+    for family in alloys["families"]:
+        for dataset in datasets:
+            for mode in ("normal", "transfer"):
+                models = sorted((demo / "alloys" / family / dataset / mode).glob("ecut~*/split~*/status.json"))
+                assert models, (family, dataset, mode)
+                for status in models:
+                    assert json.loads(status.read_text())["status"] == "ok", status
+                    assert json.loads((status.parent / "relax" / "test" / "summary.json").read_text())["n"] > 0
+    sources = list((demo / "alloys").glob("*/*/transfer/ecut~*/split~*/transfer_source.json"))
+    assert sources and all(json.loads(s.read_text())["point"] for s in sources)
+    tables = demo / "alloys" / "tables"
+    for stem in ("table_4_3", "table_4_4", "table_4_5", "table_4_7"):
+        text = (tables / f"{stem}_split~80-10-10.md").read_text()
+        assert "Energy" in text and "transfer" in text and "normal" in text and "–" not in text, stem
+    curve = pd.read_csv(tables / "learning_curve.csv")
+    assert len(curve) >= 2 * len(alloys["learning_curve"]["fractions"])
+    assert (tables / "learning_curve_crossover.md").exists()
+    assert (demo / "alloys" / "figures" / "learning_curve_MoWS2.png").stat().st_size > 1000
+    assert any(f.stat().st_size > 1000 for f in (demo / "alloys" / "figures").glob("normal_vs_transfer_*.png"))
+
+    # formation energies (thesis 4.4): tables 4.8 and 4.9 and figures 4.10 and 4.11
+    report = demo / "formation" / "report"
+    table_4_8 = pd.read_csv(report / "table_4_8.csv")
+    assert {"MoWS2", "NbMoS2"} <= set(table_4_8.columns)
+    table_4_9 = (report / "table_4_9.md").read_text()
+    assert "MoWS2" in table_4_9 and "NbMoS2" in table_4_9
+    for stem in ("formation_distribution", "parity_ce"):
+        assert (report / f"{stem}.png").stat().st_size > 1000
+    formation = pd.read_csv(report / "formation_summary.csv")
+    assert {"ce", "nequip_dft"} <= set(formation["model"]) and (formation["status"] == "ok").all()
+
+    # one HTML report with every table and figure, captioned
+    rep = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], capture_output=True, text=True, env=env, timeout=900)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+
     from demo_times import stage_times
 
     times = stage_times(demo)
-    assert {"ingest", "filter_outliers", "export", "uff", "relax"} <= set(times["stage"])
+    assert {"ingest", "filter_outliers", "export", "uff", "relax", "alloys", "formation"} <= set(times["stage"])

@@ -89,11 +89,38 @@ def cmd_dataset_figures(args: argparse.Namespace) -> None:
     log.info("wrote %d figure files to %s", len(paths), args.outdir)
 
 
+def training_devices(gpus: int, device: str | None) -> tuple[str | None, int]:
+    """(torch device, device count) of a training from ``--gpus`` and ``--device``.
+
+    ``--gpus 0`` (default): one device, ``--device`` or CUDA when available. ``--gpus N``: N
+    GPUs (the ones SLURM granted the job); with ``--device cpu`` N CPU processes instead (DDP
+    with gloo, for tests). GPUs asked for but not visible to torch is an error (recorded as a
+    failed point), never a silent fallback to the CPU.
+    """
+    if gpus < 0:
+        raise SystemExit("--gpus must be >= 0")
+    if gpus == 0:
+        return device, 1
+    if device is None or device.startswith("cuda"):
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible < gpus:
+            log.error("--gpus %d, but torch sees %d CUDA device(s) (CUDA_VISIBLE_DEVICES=%s)", gpus, visible,
+                      os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return device or "cuda", gpus
+    return device, gpus
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mlff2d.sweep import resolve_params, train_point
 
     params = resolve_params(args.family, json.loads(args.params), args.lr, args.batch_size)
-    status = train_point(args.family, args.data, args.outdir, params, init_model=args.init_model, device=args.device)
+    device, devices = training_devices(args.gpus, args.device)
+    status = train_point(args.family, args.data, args.outdir, params, init_model=args.init_model, device=device,
+                         devices=devices)
+    if status["status"] == "worker":  # a data-parallel worker rank: rank 0 reports
+        return
     log.info("%s training in %s: %s", args.family, args.outdir, status["status"])
     if status["status"] != "ok":
         log.error("training failed (recorded in status.json): %s", status["reason"])
@@ -169,6 +196,39 @@ def cmd_ptables(args: argparse.Namespace) -> None:
     log.info("wrote %s", write_ptables(_points(args.points), args.sets, args.baseline, args.outdir))
 
 
+def cmd_train_alloy(args: argparse.Namespace) -> None:
+    from mlff2d.sweep import resolve_params
+    from mlff2d.transfer import train_alloy
+
+    params = resolve_params(args.family, json.loads(args.params), args.lr, args.batch_size)
+    if args.mode == "transfer":
+        params["freeze_blocks"] = args.freeze_blocks
+    device, devices = training_devices(args.gpus, args.device)
+    status = train_alloy(args.family, args.data, args.outdir, params, args.mode, points=args.universal,
+                         transfer_from=args.transfer_from, device=device, devices=devices)
+    if status["status"] == "worker":  # a data-parallel worker rank: rank 0 reports
+        return
+    log.info("%s %s alloy training in %s: %s", args.family, args.mode, args.outdir, status["status"])
+    if status["status"] != "ok":
+        log.error("training failed (recorded in status.json): %s", status["reason"])
+
+
+def cmd_subset_export(args: argparse.Namespace) -> None:
+    from mlff2d.transfer import write_subset_export
+
+    info = write_subset_export(args.export, args.family, args.fraction, args.seed, args.outdir)
+    log.info("fraction %g: %d of %d training materials, %d frames", info["fraction"], info["n_train_materials"],
+             info["n_train_materials_full"], info["n_train_frames"])
+
+
+def cmd_alloy_report(args: argparse.Namespace) -> None:
+    from mlff2d.alloy_report import write_alloy_report
+
+    paths = write_alloy_report(args.models, args.sets, args.splits, args.tables, args.figures, families=args.families,
+                               tolerance=args.tolerance, curve_set=args.curve_set)
+    log.info("wrote %d alloy table and figure files", len(paths))
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from mlff2d.demo_data import generate_demo
 
@@ -181,6 +241,51 @@ def cmd_synthetic(args: argparse.Namespace) -> None:
 
     paths = write_alexandria(args.outdir, args.materials, args.steps, args.per_file, args.seed, not args.no_compress)
     log.info("wrote %d files to %s", len(paths), args.outdir)
+
+
+def cmd_formation_energies(args: argparse.Namespace) -> None:
+    from mlff2d.formation import write_formation_energies
+
+    table = None
+    if args.table:
+        table = {"table": args.table, "id_column": args.id_column, "energy_column": args.energy_column,
+                 "unit": args.unit, "external_ce_column": args.external_ce_column or None,
+                 "alloy_column": args.alloy_column or None}
+    frame = write_formation_energies(args.alloy, args.relax_sets, args.out, args.end_members, table=table)
+    log.info("%s: formation energies of %d structures", args.alloy, len(frame))
+
+
+def cmd_cluster_expansion(args: argparse.Namespace) -> None:
+    from mlff2d.cluster_expansion import run_cluster_expansion
+
+    summary = run_cluster_expansion(args.formation, args.relax_sets, args.outdir, json.loads(args.settings))
+    log.info("cluster expansion: cutoffs %s, MAE (meV/atom) %s", summary["cutoffs"],
+             {k: round(v["mae"], 4) for k, v in summary["sets"].items()})
+
+
+def cmd_formation_baseline(args: argparse.Namespace) -> None:
+    from mlff2d.formation import composition_baseline, error_stats, read_formation_energies
+
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    pred = composition_baseline(read_formation_energies(args.formation), order=args.order)
+    pred.to_csv(out / "predictions.csv", index=False, lineterminator="\n")
+    sets = {s: error_stats(g["predicted_per_atom_eV"], g["formation_energy_per_atom_eV"]) for s, g in pred.groupby("set")}
+    (out / "summary.json").write_text(json.dumps({"model": "Redlich-Kister in x", "order": args.order, "sets": sets}, indent=2) + "\n")
+
+
+def cmd_formation_nequip(args: argparse.Namespace) -> None:
+    from mlff2d.nequip_model import run
+
+    status = run(args.formation, {"train": args.train, "val": args.val, "test": args.test}, args.outdir, json.loads(args.params))
+    log.info("NequIP formation model in %s: %s", args.outdir, status["status"])
+
+
+def cmd_formation_report(args: argparse.Namespace) -> None:
+    from mlff2d.formation_report import write_report
+
+    paths = write_report(_points(args.alloys), args.outdir, split=args.split)
+    log.info("wrote %d formation tables and figures to %s", len(paths), args.outdir)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -261,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--init-model", default=None, help="fine-tune from this trained model (transfer)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    s.add_argument("--gpus", type=int, default=0,
+                   help="GPUs to train on, data-parallel when > 1 (default 0: one device, CUDA when available);"
+                        " with --device cpu: that many CPU processes")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("curves", help="validation curves of sweep points")
@@ -313,6 +421,40 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--outdir", required=True)
         s.set_defaults(func=func)
 
+    s = sub.add_parser("train-alloy", help="train one alloy model, normal or transfer (thesis 4.3)")
+    s.add_argument("--family", required=True, choices=("m3gnet", "mace"))
+    s.add_argument("--data", required=True, help="export directory with train/val files")
+    s.add_argument("--outdir", required=True, help="the alloy model's directory")
+    s.add_argument("--mode", required=True, choices=("normal", "transfer"))
+    s.add_argument("--lr", type=float, required=True)
+    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
+    s.add_argument("--freeze-blocks", type=int, default=0, help="transfer: freeze the first N interaction blocks")
+    s.add_argument("--universal", nargs="*", default=[], help="transfer: the family's universal sweep point directories")
+    s.add_argument("--transfer-from", default="best", help='transfer: "best" or a sweep point label ecut~X/lr~Y/bs~Z')
+    s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
+    s.add_argument("--gpus", type=int, default=0, help="GPUs for data-parallel training (0: one device)")
+    s.set_defaults(func=cmd_train_alloy)
+
+    s = sub.add_parser("subset-export", help="an export with a nested subset of its training materials")
+    s.add_argument("--export", required=True, help="export directory")
+    s.add_argument("--family", required=True, choices=("m3gnet", "mace", "nequip"))
+    s.add_argument("--fraction", type=float, required=True, help="fraction of the training materials, (0, 1]")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_subset_export)
+
+    s = sub.add_parser("alloy-report", help="alloy tables 4.3-4.7, learning curves and figures")
+    s.add_argument("--models", nargs="*", default=[], help="alloy model directories (learning-curve ones included)")
+    s.add_argument("--sets", nargs="+", default=["val", "test"])
+    s.add_argument("--splits", nargs="+", required=True, help="alloy split names")
+    s.add_argument("--families", nargs="+", default=["m3gnet", "mace"])
+    s.add_argument("--tolerance", type=float, default=0.1, help="learning-curve match tolerance")
+    s.add_argument("--curve-set", default="test", help="set of the learning curves and figures")
+    s.add_argument("--tables", required=True, help="output directory of the tables")
+    s.add_argument("--figures", required=True, help="output directory of the figures")
+    s.set_defaults(func=cmd_alloy_report)
+
     s = sub.add_parser("demo-data", help="generate the demo dataset with CHGNet (needs the 'demo' extra)")
     s.add_argument("--outdir", required=True)
     s.add_argument("--n-2d", type=int, default=None, help="first N 2D prototypes (default: all)")
@@ -330,6 +472,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-compress", action="store_true")
     s.set_defaults(func=cmd_synthetic)
+
+    s = sub.add_parser("formation-energies", help="alloy formation energies per site and per atom (thesis 4.4)")
+    s.add_argument("--alloy", required=True, help="alloy dataset name, e.g. MoWS2 (metal order = name order)")
+    s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
+    s.add_argument("--out", required=True, help="output formation_energies.csv")
+    s.add_argument("--end-members", required=True, help="output end_members.json")
+    s.add_argument("--table", default=None, help="read formation energies from this CSV instead")
+    s.add_argument("--id-column", default="material_id")
+    s.add_argument("--energy-column", default="formation_energy_per_site_eV")
+    s.add_argument("--unit", default="eV/site", choices=("eV/site", "eV/atom", "meV/atom"))
+    s.add_argument("--external-ce-column", default=None, help="external cluster-expansion prediction (same unit)")
+    s.add_argument("--alloy-column", default=None, help="keep only rows whose value here is the alloy name")
+    s.set_defaults(func=cmd_formation_energies)
+
+    s = sub.add_parser("cluster-expansion", help="icet cluster expansion fitted on the training split only")
+    s.add_argument("--formation", required=True, help="formation_energies.csv")
+    s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototype, ...")
+    s.set_defaults(func=cmd_cluster_expansion)
+
+    s = sub.add_parser("formation-baseline", help="formation energy from the alloy fraction alone")
+    s.add_argument("--formation", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--order", type=int, default=1, help="Redlich-Kister order")
+    s.set_defaults(func=cmd_formation_baseline)
+
+    s = sub.add_parser("formation-nequip", help="energy-only NequIP on relaxed structures (nequip environment)")
+    s.add_argument("--formation", required=True)
+    for name in ("train", "val", "test"):
+        s.add_argument(f"--{name}", required=True, help=f"{name} structures (extxyz)")
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--params", default="{}", help="JSON of settings overriding mlff2d.nequip_model.DEFAULTS")
+    s.set_defaults(func=cmd_formation_nequip)
+
+    s = sub.add_parser("formation-report", help="tables 4.8, 4.9 and figures 4.10, 4.11")
+    s.add_argument("--alloys", nargs="+", required=True, help="ALLOY=DIR (results/<c>/formation/<alloy>/split~<s>)")
+    s.add_argument("--split", default="")
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_formation_report)
 
     s = sub.add_parser("check-config", help="validate a config file and print it with defaults")
     s.add_argument("configfile")

@@ -161,11 +161,11 @@ def training_gpus(wildcards):
 
 
 def training_gpu_model(wildcards):
-    return training_resources(wildcards)["gpu_model"] or ""
+    return training_resources(wildcards)["gpu_model"]  # None (unset) is left out of sbatch
 
 
 def training_constraint(wildcards):
-    return training_resources(wildcards)["constraint"] or ""
+    return training_resources(wildcards)["constraint"]  # None (unset) is left out of sbatch
 
 
 def training_mem_mb(wildcards, attempt):
@@ -330,6 +330,10 @@ def campaign_summary():
     lines.append(f"  periodic-table maps:       {RESULTS}/ptables/index.md")
     lines.append(f"  sweeps:                    {UFF}/<family>/validation_curves.png, <point>/relax/<set>/")
     lines.append(f"  baselines:                 {RESULTS}/baseline/<set>/")
+    if ALLOY_DATASETS:
+        lines.append(f"  alloy tables 4.3-4.7:      {RESULTS}/alloys/tables/index.md (figures: {RESULTS}/alloys/figures/)")
+    if formation_alloys():
+        lines.append(f"  formation tables 4.8/4.9:  {RESULTS}/formation/report/")
     lines.append(f"  data ledger and counts:    {DATA}/<dataset>/ledger_materials.csv, filter_summary.csv")
     if config["figures"]["enabled"]:
         lines.append(f"  dataset figures:           {DATA}/{UNIVERSAL}/figures/ (PNG + PDF)")

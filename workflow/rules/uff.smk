@@ -26,7 +26,7 @@ rule train_uff:
         mem_mb=training_mem_mb,
         runtime=training_runtime,
     shell:
-        "mlff2d --threads {threads} train --family {wildcards.family} --data {input.data}"
+        "mlff2d --threads {threads} train --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
         " --outdir {params.outdir} --lr {wildcards.lr} --batch-size {wildcards.bs}"
         " --params {params.settings} > {log} 2>&1"
 
