@@ -65,3 +65,14 @@ def calc(steps: list[dict[str, Any]], functional: str = "PBE") -> dict[str, Any]
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Any:
+    """One torch thread for the tests of a module (one BLAS/torch thread per job, as in the rules)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,12 +34,7 @@ METALS, CHALCOGENS = (42, 74), (16, 34)
 MAE_COLUMNS = ["energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def mx2(metal: int, chalcogen: int, a: float, rng: np.random.Generator | None = None) -> Atoms:

@@ -91,7 +91,8 @@ def element_string(numbers: Sequence[int]) -> str:
     return " ".join(chemical_symbols[z] for z in sorted({int(z) for z in numbers}))
 
 
-def _energy(atoms: Atoms) -> float:
+def structure_energy(atoms: Atoms) -> float:
+    """Total energy (eV) of a labelled structure (calculator, or info ``energy``/``REF_energy``)."""
     if atoms.calc is not None:
         return float(atoms.get_potential_energy())
     for key in ("energy", "REF_energy"):
@@ -113,7 +114,7 @@ def read_structures(path: str | Path, energy: bool = True) -> pd.DataFrame:
             "area_per_atom": area_per_atom(atoms),
         }
         if energy:
-            row["energy_per_atom"] = _energy(atoms) / len(atoms)
+            row["energy_per_atom"] = structure_energy(atoms) / len(atoms)
         rows.append(row)
     cols = ["material_id", "elements", "n_atoms", "area_per_atom"] + (["energy_per_atom"] if energy else [])
     frame = pd.DataFrame(rows, columns=cols)

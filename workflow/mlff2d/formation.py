@@ -42,6 +42,8 @@ import pandas as pd
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from mlff2d.evaluation import structure_energy
+
 log = logging.getLogger(__name__)
 
 #: Elements that never sit on the substitutional (metal) sublattice.
@@ -83,16 +85,6 @@ def alloy_metals(alloy: str, present: Sequence[str] = ()) -> tuple[str, str]:
     if len(metals) != 2:
         raise ValueError(f"alloy {alloy!r}: need exactly two metals, found {metals}")
     return metals[0], metals[1]
-
-
-def structure_energy(atoms: Atoms) -> float:
-    """Total energy (eV) of a labelled structure (calculator, or info ``energy``/``REF_energy``)."""
-    if atoms.calc is not None:
-        return float(atoms.get_potential_energy())
-    for key in ("energy", "REF_energy"):
-        if key in atoms.info:
-            return float(atoms.info[key])
-    raise ValueError(f"structure {atoms.info.get('material_id')!r} has no energy")
 
 
 def read_sets(files: Mapping[str, str | Path]) -> list[tuple[str, Atoms]]:
