@@ -1,15 +1,19 @@
 """The alloy rules in a dry run of the study config (generated input files): a transfer model
 trains from the family's whole universal sweep ("best") with the thesis learning rates, a
 normal one from scratch, learning-curve points train on nested subsets, and a transfer source
-that is not a sweep point stops the run naming the config key. A few seconds."""
+that is not a sweep point stops the run naming the config key (a few seconds); and a real run
+in which one alloy's training data is broken (about a minute and a half)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import yaml
 
 from mlff2d.synthetic import write_alexandria
@@ -66,3 +70,53 @@ def test_unknown_transfer_source_names_the_key(tmp_path: Path) -> None:
     out = snakemake(work, "-n", "--cores", "1", "results/thesis/alloys/mace/MoWS2/transfer/ecut~1e6/split~90-5-5/status.json")
     assert out.returncode != 0
     assert "alloys.families.mace.transfer_from" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_a_broken_alloy_shows_a_dash_while_the_others_complete(tmp_path: Path) -> None:
+    """A real run: one tiny universal M3GNet point, normal and transfer models of two alloys; the
+    training data of one alloy is broken (a truncated export), so its trainings fail, are recorded
+    as failed, and show as "–" in every alloy table, while the other alloy's models complete."""
+    tiny = {"epochs": 1, "nblocks": 1, "units": 16, "dim_node_embedding": 16, "dim_edge_embedding": 16}
+    work = study(tmp_path)
+    config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    write_alexandria(tmp_path / "alexandria", 12, n_steps=4, per_file=4, seed=3)
+    for k, dataset in enumerate(config["alloys"]["datasets"]):
+        write_alexandria(tmp_path / "alloys" / dataset["name"], 10, n_steps=4, seed=10 + k, prefix=f"{dataset['name']}-")
+    config.update(
+        campaign="broken", selection={"e_cuts": [1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
+        export={"families": ["m3gnet"]}, figures={"enabled": False}, formation={"enabled": False},
+        uff={"split": "80-10-10", "families": {
+            "m3gnet": {"grid": {"e_cut": [1000000.0], "lr": [0.001], "batch_size": [4]}, "params": tiny,
+                       "resources": {"gpu": 0, "cpus": 1}},
+            "mace": {"enabled": False}}},
+    )
+    config["alloys"].update(combined=False, e_cuts=[1000000.0], splits=["80-10-10"])
+    config["alloys"]["learning_curve"]["enabled"] = False
+    config["alloys"]["families"]["mace"]["enabled"] = False
+    config["alloys"]["families"]["m3gnet"].update(
+        e_cuts=None, splits=None, normal={"lr": 0.001, "batch_size": 4}, transfer={"lr": 0.001, "batch_size": 4},
+        resources={"gpu": 0, "cpus": 1})
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    out = snakemake(work, "--cores", "2", "data")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    broken = work / "results" / "broken" / "data" / "NbMoS2" / "export" / "m3gnet" / "ecut~1e6" / "split~80-10-10" / "train.parquet"
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated file: the dataset is broken
+
+    out = snakemake(work, "--cores", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    models = work / "results" / "broken" / "alloys" / "m3gnet"
+    for mode in ("normal", "transfer"):
+        good = json.loads((models / "MoWS2" / mode / "ecut~1e6" / "split~80-10-10" / "status.json").read_text())
+        bad = json.loads((models / "NbMoS2" / mode / "ecut~1e6" / "split~80-10-10" / "status.json").read_text())
+        assert good["status"] == "ok" and bad["status"] == "failed", (good, bad)
+    table = pd.read_csv(work / "results" / "broken" / "alloys" / "tables" / "table_4_4_split~80-10-10.csv")
+    markdown = (work / "results" / "broken" / "alloys" / "tables" / "table_4_4_split~80-10-10.md").read_text()
+    assert "MoWS2" in markdown and "NbMoS2" in markdown
+    nbmos2 = [line for line in markdown.splitlines() if "NbMoS2" in line]
+    mows2 = [line for line in markdown.splitlines() if "MoWS2" in line]
+    assert nbmos2 and all(line.count("–") == 2 for line in nbmos2)  # transfer and normal, every set
+    assert mows2 and all("–" not in line for line in mows2)
+    assert markdown.count("–") == 2 * 2 * 2  # NbMoS2: energy and area, val and test, both modes
+    assert table.filter(like="e_cut").notna().any().any()
