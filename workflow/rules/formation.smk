@@ -117,10 +117,14 @@ rule formation_report:
     input:
         formation_report_inputs,
     output:
-        multiext(f"{FORMATION}/report/table_4_8", ".csv", ".md", ".tex"),
-        multiext(f"{FORMATION}/report/table_4_9", ".csv", ".md", ".tex"),
-        multiext(f"{FORMATION}/report/formation_distribution", ".png", ".pdf"),
-        multiext(f"{FORMATION}/report/parity_ce", ".png", ".pdf"),
+        report(f"{FORMATION}/report/table_4_8.csv", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "table 4.8"}),
+        multiext(f"{FORMATION}/report/table_4_8", ".md", ".tex"),
+        report(f"{FORMATION}/report/table_4_9.csv", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "table 4.9"}),
+        multiext(f"{FORMATION}/report/table_4_9", ".md", ".tex"),
+        report(f"{FORMATION}/report/formation_distribution.png", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "figure 4.10"}),
+        f"{FORMATION}/report/formation_distribution.pdf",
+        report(f"{FORMATION}/report/parity_ce.png", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "figure 4.11 (CE)"}),
+        f"{FORMATION}/report/parity_ce.pdf",
         f"{FORMATION}/report/formation_summary.csv",
     params:
         alloys=formation_report_args,
