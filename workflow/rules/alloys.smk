@@ -59,37 +59,21 @@ rule curve_subset:
         " --seed {params.seed} --outdir {output} > {log} 2>&1"
 
 
-rule train_alloy_curve:
+use rule train_alloy as train_alloy_curve with:
     input:
         data=CURVE_DATA,
         universal=transfer_statuses,
     output:
         metrics=f"{CURVE_MODEL}/metrics.csv",
         status=f"{CURVE_MODEL}/status.json",
-    params:
-        outdir=subpath(output.status, parent=True),
-        args=alloy_train_args,
     wildcard_constraints:
         family="m3gnet|mace",
         mode="normal|transfer",
         frac=r"[0-9.e+-]+",
-    conda:
-        MAIN_ENV
     log:
         f"{CURVE_MODEL}/train.log",
     benchmark:
         f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.tsv"
-    threads: alloy_threads
-    resources:
-        gpu=alloy_gpus,
-        gpu_model=alloy_gpu_model,
-        constraint=alloy_constraint,
-        cpus_per_task=alloy_threads,
-        mem_mb=alloy_mem_mb,
-        runtime=alloy_runtime,
-    shell:
-        "mlff2d --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
-        " --outdir {params.outdir} {params.args} > {log} 2>&1"
 
 
 rule alloy_tables:
