@@ -215,12 +215,17 @@ def test_killed_training_resumes_when_the_rule_reruns(tmp_path: Path) -> None:
 
 
 def test_tables_target_never_trains(tmp_path: Path) -> None:
-    work = campaign_dir(tmp_path, 10)
+    work = campaign_dir(tmp_path, 10, alloys=3)
     out = snakemake(work, "tables", "ptables", "-n", "--cores", "1")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     assert "rule tables:" in text and "rule ptables:" in text
     assert "rule train_uff:" not in text and "rule relax_shard:" not in text
+    # the alloy tables with them: still nothing is trained
+    out = snakemake(work, "tables", "ptables", "alloy_tables", "-n", "--cores", "1")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    assert "rule alloy_tables:" in text and "rule train_alloy:" not in text and "rule train_uff:" not in text
     # the full campaign waits for every point: 2 sets x (18 + 6) points are evaluated
     full = snakemake(work, "-n", "--cores", "1")
     assert (full.stdout + full.stderr).count("rule train_uff:") == 24

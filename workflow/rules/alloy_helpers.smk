@@ -77,7 +77,7 @@ def transfer_points(wildcards):
         return points
     named = [p for p in points if Path(p).parts[-3:] == Path(source).parts]
     if not named:
-        labels = [p[len(UFF) + len(wildcards.family) + 2 :] for p in points]
+        labels = [sweep_point_label(wildcards.family, p) for p in points]
         raise ValueError(f"config key 'alloys.families.{wildcards.family}.transfer_from': {source!r} is not a sweep point; one of {labels} or best")
     return named
 
@@ -103,56 +103,11 @@ def alloy_train_args(wildcards):
     return args
 
 
-def alloy_resources(wildcards):
-    return ALLOY_FAMILY_CONFIG[wildcards.family]["resources"]
-
-
-def alloy_threads(wildcards):
-    return alloy_resources(wildcards)["cpus"]
-
-
-def alloy_gpus(wildcards):
-    return alloy_resources(wildcards)["gpu"]
-
-
-def alloy_gpu_model(wildcards):
-    return alloy_resources(wildcards)["gpu_model"]  # None (unset) is left out of sbatch
-
-
-def alloy_constraint(wildcards):
-    return alloy_resources(wildcards)["constraint"]  # None (unset) is left out of sbatch
-
-
-def alloy_mem_mb(wildcards, attempt):
-    """Memory of an alloy training job, doubled on each retry."""
-    return alloy_resources(wildcards)["mem_mb"] * 2 ** (attempt - 1)
-
-
-def alloy_runtime(wildcards, attempt):
-    """Wall time (minutes) of an alloy training job, doubled on each retry."""
-    return alloy_resources(wildcards)["runtime"] * 2 ** (attempt - 1)
-
-
-def alloy_collect_finished_only():
-    """True when the run asks only for `alloy_tables`: it then collects the models that have
-    finished training (the rest show as "–") and never starts a training."""
-    targets = set(workflow.dag_settings.targets) if workflow.dag_settings else set()
-    return bool(targets) and targets <= {"alloy_tables"}
-
-
-def alloy_report_models():
-    """The alloy and learning-curve models of the report (all, or the trained ones)."""
-    models = alloy_models() + curve_models()
-    if alloy_collect_finished_only():
-        models = [m for m in models if Path(f"{m}/status.json").exists()]
-    return models
-
-
 def alloy_report_inputs(wildcards):
     """Evaluation summaries of every alloy model (val and test) and learning-curve model (test)."""
     inputs = [f"{m}/relax/{s}/summary.json" for m in alloy_models() for s in ALLOY_RELAX_SETS]
     inputs += [f"{m}/relax/test/summary.json" for m in curve_models()]
-    if alloy_collect_finished_only():
+    if collect_finished_only():
         inputs = [i for i in inputs if Path(i).parents[2].joinpath("status.json").exists()]
     return inputs
 

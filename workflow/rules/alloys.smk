@@ -27,14 +27,14 @@ rule train_alloy:
         f"{ALLOY_MODEL}/train.log",
     benchmark:
         f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}.tsv"
-    threads: alloy_threads
+    threads: training_threads
     resources:
-        gpu=alloy_gpus,
-        gpu_model=alloy_gpu_model,
-        constraint=alloy_constraint,
-        cpus_per_task=alloy_threads,
-        mem_mb=alloy_mem_mb,
-        runtime=alloy_runtime,
+        gpu=training_gpus,
+        gpu_model=training_gpu_model,
+        constraint=training_constraint,
+        cpus_per_task=training_threads,
+        mem_mb=training_mem_mb,
+        runtime=training_runtime,
     shell:
         "mlff2d --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
         " --outdir {params.outdir} {params.args} > {log} 2>&1"

@@ -148,7 +148,13 @@ def family_settings(wildcards):
 
 
 def training_resources(wildcards):
-    """The resources block (gpu, gpu_model, constraint, cpus, mem_mb, runtime) of a training job."""
+    """The resources block (gpu, gpu_model, constraint, cpus, mem_mb, runtime) of a training job:
+    a NequIP formation model (wildcard fe_input), an alloy model (wildcard mode) or a universal
+    sweep point. Every training rule takes its resources through the functions below."""
+    if hasattr(wildcards, "fe_input"):
+        return config["formation"]["nequip"]["resources"]
+    if hasattr(wildcards, "mode"):
+        return config["alloys"]["families"][wildcards.family]["resources"]
     return UFF_FAMILIES[wildcards.family]["resources"]
 
 
@@ -161,11 +167,11 @@ def training_gpus(wildcards):
 
 
 def training_gpu_model(wildcards):
-    return training_resources(wildcards)["gpu_model"]  # None (unset) is left out of sbatch
+    return training_resources(wildcards).get("gpu_model")  # None (unset) is left out of sbatch
 
 
 def training_constraint(wildcards):
-    return training_resources(wildcards)["constraint"]  # None (unset) is left out of sbatch
+    return training_resources(wildcards).get("constraint")  # None (unset) is left out of sbatch
 
 
 def training_mem_mb(wildcards, attempt):
@@ -187,9 +193,14 @@ def sweep_point_statuses(wildcards):
     return [f"{p}/status.json" for p in sweep_points(wildcards.family)]
 
 
+def sweep_point_label(family, point):
+    """A sweep point's label, its directory below uff/<family>/: ecut~<e>/lr~<lr>/bs~<bs>."""
+    return point[len(f"{UFF}/{family}/"):]
+
+
 def sweep_point_args(wildcards):
     """LABEL=DIR arguments of `mlff2d curves`."""
-    return " ".join(f"{p[len(UFF) + len(wildcards.family) + 2:]}={p}" for p in sweep_points(wildcards.family))
+    return " ".join(f"{sweep_point_label(wildcards.family, p)}={p}" for p in sweep_points(wildcards.family))
 
 
 def sweep_targets(family):
@@ -254,11 +265,16 @@ def evaluation_title(wildcards):
     return shlex.quote(f"{wildcards.model.replace('~', ' ')}: {wildcards.relax_set}")
 
 
+#: Targets that collect what has finished when asked for alone (or together).
+COLLECTING_TARGETS = {"tables", "ptables", "alloy_tables"}
+
+
 def collect_finished_only():
-    """True when the run asks only for `tables`/`ptables`: they then collect whatever has
-    finished and never start a training; in a full run they wait for every sweep point."""
+    """True when the run asks only for `tables`, `ptables` and/or `alloy_tables`: they then
+    collect whatever has finished and never start a training; in a full run they wait for
+    every model."""
     targets = set(workflow.dag_settings.targets) if workflow.dag_settings else set()
-    return bool(targets) and targets <= {"tables", "ptables"}
+    return bool(targets) and targets <= COLLECTING_TARGETS
 
 
 def evaluated_points():

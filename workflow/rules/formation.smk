@@ -102,12 +102,12 @@ rule formation_nequip:
         f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/nequip_{{fe_input}}.log",
     benchmark:
         f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/nequip_{{fe_input}}.tsv"
-    threads: formation_nequip_threads
+    threads: training_threads
     resources:
-        gpu=formation_nequip_gpus,
-        cpus_per_task=formation_nequip_threads,
-        mem_mb=formation_nequip_mem_mb,
-        runtime=formation_nequip_runtime,
+        gpu=training_gpus,
+        cpus_per_task=training_threads,
+        mem_mb=training_mem_mb,
+        runtime=training_runtime,
     shell:
         "{params.mlff2d} --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
         " --outdir {params.outdir} --params {params.settings} > {log} 2>&1"

@@ -118,22 +118,6 @@ def formation_ce_settings(wildcards):
     return shlex.quote(json.dumps(FORMATION_CONFIG["ce"]))
 
 
-def formation_nequip_threads(wildcards):
-    return FORMATION_CONFIG["nequip"]["resources"]["cpus"]
-
-
-def formation_nequip_gpus(wildcards):
-    return FORMATION_CONFIG["nequip"]["resources"]["gpu"]
-
-
-def formation_nequip_mem_mb(wildcards, attempt):
-    return FORMATION_CONFIG["nequip"]["resources"]["mem_mb"] * 2 ** (attempt - 1)
-
-
-def formation_nequip_runtime(wildcards, attempt):
-    return FORMATION_CONFIG["nequip"]["resources"]["runtime"] * 2 ** (attempt - 1)
-
-
 def formation_alloy_dirs():
     return [FORMATION_ALLOY.format(fe_alloy=a, fe_split=formation_split()) for a in formation_alloys()]
 
