@@ -42,3 +42,12 @@ def demo_relax_sets(outdir: Path, alloy: str = "MoWS2", seed: int = 42) -> Path:
         ase.io.write(relax / f"{s}_reference.extxyz", [_atoms(m.frames[-1], m.material_id) for m in chosen])
     split.to_csv(outdir / "split.csv", index=False)
     return relax
+
+
+def demo_formation(outdir: Path, alloy: str = "MoWS2") -> tuple[Path, Path]:
+    """The relaxation sets of a demo alloy and its formation energies: (relax dir, CSV)."""
+    from mlff2d.formation import write_formation_energies
+
+    relax = demo_relax_sets(outdir, alloy)
+    write_formation_energies(alloy, relax, outdir / "formation_energies.csv", outdir / "end_members.json")
+    return relax, outdir / "formation_energies.csv"

@@ -10,21 +10,18 @@ import ase.io
 import numpy as np
 import pandas as pd
 import pytest
-from formation_helpers import demo_relax_sets
+from formation_helpers import demo_formation
 
 import mlff2d.cluster_expansion as ce_module
 from mlff2d.cluster_expansion import layer_thickness, lattice_parameter, map_to_lattice, primitive_structure, run_cluster_expansion
-from mlff2d.formation import metal_sites, write_formation_energies
+from mlff2d.formation import metal_sites
 
 SETTINGS = {"cutoff_candidates": [[5.0], [7.0, 5.0]], "fit_method": "ardr", "cv_folds": 4}
 
 
 @pytest.fixture(scope="module")
 def mows2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("mows2")
-    relax = demo_relax_sets(d, "MoWS2")
-    write_formation_energies("MoWS2", relax, d / "formation_energies.csv", d / "end_members.json")
-    return relax, d / "formation_energies.csv"
+    return demo_formation(tmp_path_factory.mktemp("mows2"))
 
 
 def test_relaxed_slabs_map_onto_the_ideal_lattice(mows2: tuple[Path, Path]) -> None:

@@ -12,9 +12,8 @@ import ase.io
 import numpy as np
 import pandas as pd
 import pytest
-from formation_helpers import ROOT, demo_relax_sets
+from formation_helpers import ROOT, demo_formation
 
-from mlff2d.formation import write_formation_energies
 from mlff2d.nequip_model import DEFAULTS, build_inputs, hydra_config, resolve_settings
 
 NEQUIP_MLFF2D = ROOT / ".venv" / "nequip" / "bin" / "mlff2d"
@@ -23,10 +22,7 @@ TINY = {"max_epochs": 3, "num_layers": 1, "num_features": 4, "radial_mlp_width":
 
 @pytest.fixture(scope="module")
 def mows2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("nequip_mows2")
-    relax = demo_relax_sets(d, "MoWS2")
-    write_formation_energies("MoWS2", relax, d / "formation_energies.csv", d / "end_members.json")
-    return relax, d / "formation_energies.csv"
+    return demo_formation(tmp_path_factory.mktemp("nequip_mows2"))
 
 
 def test_inputs_have_per_cell_targets_and_leave_failed_relaxations_out(tmp_path: Path, mows2: tuple[Path, Path]) -> None:
