@@ -98,16 +98,26 @@ def read_point(point_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     return json.loads((point_dir / "status.json").read_text()), pd.read_csv(point_dir / "metrics.csv")
 
 
-def best_point(points: Mapping[str, str | Path]) -> str:
-    """The label of the successful point with the lowest final validation energy MAE."""
+def point_scores(points: Mapping[str, str | Path]) -> dict[str, float]:
+    """Final validation energy MAE (meV/atom) of every successful point, by label."""
     scores = {}
     for label, path in points.items():
         status, metrics = read_point(path)
         if status["status"] == "ok" and len(metrics):
             scores[label] = float(metrics["energy_mae_meV_per_atom"].iloc[-1])
+    return scores
+
+
+def best_of(scores: Mapping[str, float]) -> str:
+    """The label with the lowest score (see :func:`point_scores`)."""
     if not scores:
         raise ValueError("no sweep point finished successfully")
     return min(scores, key=scores.__getitem__)
+
+
+def best_point(points: Mapping[str, str | Path]) -> str:
+    """The label of the successful point with the lowest final validation energy MAE."""
+    return best_of(point_scores(points))
 
 
 def plot_validation_curves(points: Mapping[str, str | Path], stem: str | Path, title: str = "") -> list[Path]:

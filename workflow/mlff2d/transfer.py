@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlff2d.sweep import best_point, read_point, train_point
+from mlff2d.sweep import best_of, point_scores, read_point, train_point
 
 MODES = ("normal", "transfer")
 #: Training-file name of each exported family (see mlff2d.export).
@@ -60,12 +60,8 @@ def resolve_transfer_source(points: Sequence[str | Path], transfer_from: str) ->
     """
     by_label = {point_label(p): Path(p) for p in points}
     if transfer_from == "best":
-        label = best_point(by_label)
-        scores = {}
-        for lab, path in by_label.items():
-            status, metrics = read_point(path)
-            if status["status"] == "ok" and len(metrics):
-                scores[lab] = float(metrics["energy_mae_meV_per_atom"].iloc[-1])
+        scores = point_scores(by_label)
+        label = best_of(scores)
         criterion = "best: lowest final validation energy MAE of the successful sweep points"
     else:
         label = transfer_from.strip("/")
