@@ -613,6 +613,37 @@ def _display_set(name: str) -> str:
     return {"val": "Val", "test": "Test"}.get(name, name)
 
 
+def write_table_files(
+    stem: str | Path,
+    csv: pd.DataFrame,
+    header: Sequence[str],
+    md_rows: Sequence[Sequence[str]],
+    tex_rows: Sequence[Sequence[str]],
+    group_breaks: set[int],
+    caption: str,
+    align: str,
+) -> list[Path]:
+    """Write a table as ``stem.csv`` (``csv`` as is), ``stem.md`` (pipe table, caption below) and
+    ``stem.tex`` (a ``table`` float; ``\\hline`` before each row index in ``group_breaks``).
+    ``md_rows``/``tex_rows`` are the formatted cells; ``align`` has one ``l`` or ``r`` per column."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
+    csv.to_csv(paths[0], index=False, lineterminator="\n")
+    md = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if c == "l" else "--:" for c in align) + "|"]
+    md += ["| " + " | ".join(r) + " |" for r in md_rows]
+    paths[1].write_text("\n".join(md) + f"\n\nTable: {caption}\n", encoding="utf-8")
+    tex = [r"\begin{table}[htbp]", r"\centering", r"\begin{tabular}{" + align + "}", r"\hline",
+           " & ".join(tex_escape(h) for h in header) + r" \\", r"\hline"]
+    for i, r in enumerate(tex_rows):
+        if i in group_breaks:
+            tex.append(r"\hline")
+        tex.append(" & ".join(r) + r" \\")
+    tex += [r"\hline", r"\end{tabular}", r"\caption{" + tex_escape(caption) + "}", r"\end{table}"]
+    paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
+    return paths
+
+
 def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
     """Write a :func:`relaxation_table` as ``stem.csv``, ``stem.md`` and ``stem.tex``.
 
@@ -624,41 +655,17 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
 
     Set and model are printed only on the first row of their group, as in the thesis.
     """
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
-    table.to_csv(paths[0], index=False, lineterminator="\n")
     cutoffs = _cutoff_columns(table)
     header = ["Set", "Model", "", *[f"Cutoff = {c}" for c in cutoffs]]
-
-    md_rows, tex_rows = [], []
+    md_rows, tex_rows, breaks = [], [], set()
     prev: tuple[Any, Any] = (None, None)
-    for _, row in table.iterrows():
+    for i, (_, row) in enumerate(table.iterrows()):
         set_text = _display_set(str(row["set"])) if row["set"] != prev[0] else ""
         model_text = str(row["model"]) if (row["set"], row["model"]) != prev else ""
         if row["set"] != prev[0] and prev[0] is not None:
-            tex_rows.append(r"\hline")
+            breaks.add(i)
         prev = (row["set"], row["model"])
-        md_cells = [_cell(row, c, ("**", "**"), ("<u>", "</u>"), DASH) for c in cutoffs]
-        tex_cells = [_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs]
-        md_rows.append("| " + " | ".join([set_text, model_text, str(row["quantity"]), *md_cells]) + " |")
-        tex_rows.append(" & ".join([tex_escape(set_text), tex_escape(model_text), tex_escape(str(row["quantity"])), *tex_cells]) + r" \\")
-
-    md = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", ":--", ":--", *["--:"] * len(cutoffs)]) + "|", *md_rows]
-    paths[1].write_text("\n".join(md) + f"\n\nTable: {caption}\n", encoding="utf-8")
-
-    tex = [
-        r"\begin{table}[htbp]",
-        r"\centering",
-        r"\begin{tabular}{lll" + "r" * len(cutoffs) + "}",
-        r"\hline",
-        " & ".join(tex_escape(h) for h in header) + r" \\",
-        r"\hline",
-        *tex_rows,
-        r"\hline",
-        r"\end{tabular}",
-        r"\caption{" + tex_escape(caption) + "}",
-        r"\end{table}",
-    ]
-    paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
-    return paths
+        md_rows.append([set_text, model_text, str(row["quantity"]), *[_cell(row, c, ("**", "**"), ("<u>", "</u>"), DASH) for c in cutoffs]])
+        tex_rows.append([tex_escape(set_text), tex_escape(model_text), tex_escape(str(row["quantity"])),
+                         *[_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs]])
+    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, "lll" + "r" * len(cutoffs))

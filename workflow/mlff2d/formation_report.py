@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mlff2d.evaluation import DASH, r2_score, tex_escape
+from mlff2d.evaluation import DASH, r2_score, tex_escape, write_table_files
 from mlff2d.formation import error_stats, read_formation_energies
 from mlff2d.ptable import save_figure
 
@@ -169,25 +169,6 @@ def _fmt(value: Any, bold: bool = False, under: bool = False, tex: bool = False)
     return text
 
 
-def _write(stem: Path, csv: pd.DataFrame, header: list[str], md_rows: list[list[str]], tex_rows: list[list[str]],
-           group_breaks: set[int], caption: str, align: str) -> list[Path]:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
-    csv.to_csv(paths[0], index=False, lineterminator="\n")
-    md = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if c == "l" else "--:" for c in align) + "|"]
-    md += ["| " + " | ".join(r) + " |" for r in md_rows]
-    paths[1].write_text("\n".join(md) + f"\n\nTable: {caption}\n", encoding="utf-8")
-    tex = [r"\begin{table}[htbp]", r"\centering", r"\begin{tabular}{" + align + "}", r"\hline",
-           " & ".join(tex_escape(h) for h in header) + r" \\", r"\hline"]
-    for i, r in enumerate(tex_rows):
-        if i in group_breaks:
-            tex.append(r"\hline")
-        tex.append(" & ".join(r) + r" \\")
-    tex += [r"\hline", r"\end{tabular}", r"\caption{" + tex_escape(caption) + "}", r"\end{table}"]
-    paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
-    return paths
-
-
 def write_table_4_8(table: pd.DataFrame, alloys: Sequence[str], stem: Path, caption: str) -> list[Path]:
     header = ["Set", "Model", *alloys]
     md_rows, tex_rows, breaks = [], [], set()
@@ -200,7 +181,7 @@ def write_table_4_8(table: pd.DataFrame, alloys: Sequence[str], stem: Path, capt
         md_rows.append([set_text, row["model"], *[_fmt(row[a], row[f"best_{a}"], row[f"second_{a}"]) for a in alloys]])
         tex_rows.append([tex_escape(set_text), tex_escape(row["model"]),
                          *[_fmt(row[a], row[f"best_{a}"], row[f"second_{a}"], tex=True) for a in alloys]])
-    return _write(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(alloys))
+    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(alloys))
 
 
 def write_table_4_9(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
@@ -215,7 +196,7 @@ def write_table_4_9(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]
         prev = row["alloy"]
         md_rows.append([alloy_text, row["set"], *[_fmt(row[c]) for c in value_cols]])
         tex_rows.append([tex_escape(alloy_text), row["set"], *[_fmt(row[c], tex=True) for c in value_cols]])
-    return _write(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(value_cols))
+    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(value_cols))
 
 
 # ------------------------------------------------------------------------------------- figures
