@@ -29,6 +29,7 @@ include: "workflow/rules/uff.smk"
 include: "workflow/rules/relax.smk"
 include: "workflow/rules/alloys.smk"
 include: "workflow/rules/formation.smk"
+include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/demo.smk"
 
 
@@ -42,6 +43,7 @@ localrules:
     alloy_tables,
     formation,
     formation_report,
+    diagnostics,
 
 
 rule all:

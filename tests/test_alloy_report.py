@@ -78,14 +78,15 @@ def test_tables_mark_failures_and_best(campaign: dict[str, list[Path]], tmp_path
     for name in expected_outputs([SPLIT]):
         assert (tables / name).is_file(), name
     t44 = pd.read_csv(tables / f"table_4_4_split~{SPLIT}.csv", dtype=str, keep_default_na=False)
-    assert list(t44.columns[4:6]) == ["e_cut=0.01,transfer", "e_cut=0.01,normal"]
+    assert list(t44.columns[5:7]) == ["e_cut=0.01,transfer", "e_cut=0.01,normal"]
+    assert list(t44.columns[:3]) == ["set", "model", "n"] and list(t44.columns[-3:]) == ["baseline", "best", "second"]
     broken = t44[(t44["model"] == "Broken")]
     assert set(broken["e_cut=0.01,normal"]) == {"–"} and set(broken["e_cut=0.01,transfer"]) == {"–"}
     mows2 = t44[(t44["model"] == "MoWS2") & (t44["set"] == "test") & (t44["quantity"] == "Energy")].iloc[0]
     assert float(mows2["e_cut=0.01,transfer"]) == pytest.approx(1.5) and mows2["best"] == "e_cut=0.01,transfer"
     md = (tables / f"table_4_4_split~{SPLIT}.md").read_text()
-    assert "| Test | MoWS2 | Energy | **1.50** | 2.50 |" in md and "Cutoff = " not in md
-    assert "| Broken | Energy | – | – |" in md
+    assert "| Test | MoWS2 | 3 | Energy | **1.50** | 2.50 | – |" in md and "Cutoff = " not in md
+    assert "| Broken |  | Energy | – | – | – |" in md
     tex = (tables / f"table_4_5_split~{SPLIT}.tex").read_text()
     assert r"\textbf{" in tex and "--" in tex
     # MACE: the unfinished 1e6 normal model shows as "–", the 0.01 ones as numbers

@@ -98,6 +98,27 @@ def collect_models(model_dirs: Sequence[str | Path], sets: Sequence[str]) -> pd.
     return frame
 
 
+def alloy_baseline_dir(root: str | Path, dataset: str, split: str, relax_set: str) -> Path:
+    """Where the composition baseline of an alloy dataset's set lives (rule alloy_baseline)."""
+    return Path(root) / dataset / f"split~{split}" / relax_set
+
+
+def attach_baselines(models: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
+    """``models`` with ``baseline_energy_mae`` (meV/atom), ``baseline_area_mae`` (Å²/atom) and
+    ``baseline_n`` of the composition baseline of each row's dataset, split and set (NaN where
+    it is missing or ``root`` is None)."""
+    out = models.copy()
+    values: dict[str, list[float]] = {"baseline_energy_mae": [], "baseline_area_mae": [], "baseline_n": []}
+    for r in out.itertuples(index=False):
+        summary = _read_json(alloy_baseline_dir(root, r.dataset, r.split, r.set) / "summary.json") if root else {}
+        values["baseline_energy_mae"].append(float(summary.get("energy", {}).get("mae", math.nan)))
+        values["baseline_area_mae"].append(float(summary.get("area", {}).get("mae", math.nan)))
+        values["baseline_n"].append(float(summary.get("n", math.nan)))
+    for column, v in values.items():
+        out[column] = v
+    return out
+
+
 def _ecut_key(ecut: str) -> float:
     try:
         return float(ecut)
@@ -114,12 +135,12 @@ def _write(rows: pd.DataFrame, order: list[str], stem: Path, caption: str) -> li
     """relaxation_table + write_table with our column labels and order (the header of
     write_table says "Cutoff = <label>"; our labels name the e_cut themselves)."""
     if rows.empty:
-        table = pd.DataFrame(columns=["set", "model", "quantity", "unit", "best", "second"])
+        table = pd.DataFrame(columns=["set", "model", "n", "quantity", "unit", "baseline", "best", "second"])
     else:
         rows = rows.assign(status=rows["status"].where(rows["status"] == "ok", "failed"))
         table = relaxation_table(rows)
         present = [c for c in order if c in table.columns]
-        table = table[["set", "model", "quantity", "unit", *present, "best", "second"]]
+        table = table[["set", "model", "n", "quantity", "unit", *present, "baseline", "best", "second"]]
     paths = write_table(table, stem, caption)
     for path in paths[1:]:
         path.write_text(path.read_text(encoding="utf-8").replace("Cutoff = ", ""), encoding="utf-8")
@@ -127,6 +148,9 @@ def _write(rows: pd.DataFrame, order: list[str], stem: Path, caption: str) -> li
 
 
 def _table_rows(models: pd.DataFrame, model_label: Any, column: Any) -> pd.DataFrame:
+    """Rows for relaxation_table: the models' MAEs, N per set and the composition baseline."""
+    nan = pd.Series(float("nan"), index=models.index)
+    n = models["n"] if "n" in models else nan
     return pd.DataFrame(
         {
             "set": models["set"],
@@ -135,6 +159,9 @@ def _table_rows(models: pd.DataFrame, model_label: Any, column: Any) -> pd.DataF
             "status": models["status"],
             "energy_mae": models["energy_mae"].astype(float),
             "area_mae": models["area_mae"].astype(float),
+            "n": pd.to_numeric(n, errors="coerce").fillna(models.get("baseline_n", nan)),
+            "baseline_energy_mae": models.get("baseline_energy_mae", nan).astype(float),
+            "baseline_area_mae": models.get("baseline_area_mae", nan).astype(float),
         }
     )
 
@@ -310,6 +337,7 @@ def crossover(curve: pd.DataFrame, tolerance: float) -> pd.DataFrame:
                     "family": family,
                     "quantity": label,
                     "fractions": " ".join(f"{f:g}" for f in fracs),
+                    "verdict": crossover_verdict(answer, both),
                     "crossover_fraction": answer,
                     "crossover_n_train_materials": n_train.iloc[0] if len(n_train) else None,
                     "normal_at_smallest": normal.get(smallest) if smallest is not None else None,
@@ -318,6 +346,16 @@ def crossover(curve: pd.DataFrame, tolerance: float) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(out)
+
+
+def crossover_verdict(answer: Any, fractions: Sequence[float]) -> str:
+    """The crossover in words: normal matching transfer from the smallest fraction on means
+    transfer never pays; never matching means it pays at every fraction."""
+    if isinstance(answer, str):
+        return "transfer pays at every fraction" if answer == "never" else "no finished point"
+    if fractions and answer == fractions[0]:
+        return "transfer never pays"
+    return f"normal matches transfer from fraction {answer:g}"
 
 
 def plot_learning_curve(curve: pd.DataFrame, dataset: str, stem: str | Path) -> list[Path]:
@@ -371,8 +409,8 @@ def write_learning_curves(models: pd.DataFrame, outdir: str | Path, figures_dir:
         f"Normal matches transfer at a fraction when its MAE is at most (1 + {tolerance:g}) × the transfer MAE there and at every larger fraction; "
         "'never' = transfer stays better at every fraction; – = no finished point.",
         "",
-        "| Alloy | Family | Quantity | Fractions | Crossover fraction | Training materials there | Normal at smallest | Transfer at smallest |",
-        "|:--|:--|:--|:--|--:|--:|--:|--:|",
+        "| Alloy | Family | Quantity | Fractions | Verdict | Crossover fraction | Training materials there | Normal at smallest | Transfer at smallest |",
+        "|:--|:--|:--|:--|:--|--:|--:|--:|--:|",
     ]
 
     def fmt(v: Any) -> str:
@@ -383,7 +421,7 @@ def write_learning_curves(models: pd.DataFrame, outdir: str | Path, figures_dir:
     for r in table.itertuples(index=False):
         frac = r.crossover_fraction if isinstance(r.crossover_fraction, str) else f"{r.crossover_fraction:g}"
         n = r.crossover_n_train_materials
-        lines.append(f"| {r.dataset} | {FAMILY_NAMES.get(r.family, r.family)} | {r.quantity} | {r.fractions} | {frac} | "
+        lines.append(f"| {r.dataset} | {FAMILY_NAMES.get(r.family, r.family)} | {r.quantity} | {r.fractions} | {r.verdict} | {frac} | "
                      f"{'' if n is None or (isinstance(n, float) and not math.isfinite(n)) else int(n)} | {fmt(r.normal_at_smallest)} | {fmt(r.transfer_at_smallest)} |")
     (outdir / "learning_curve_crossover.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     written = [outdir / "learning_curve.csv", outdir / "learning_curve_crossover.csv", outdir / "learning_curve_crossover.md"]
@@ -401,10 +439,12 @@ def write_alloy_report(
     families: Sequence[str] = ("m3gnet", "mace"),
     tolerance: float = 0.1,
     curve_set: str = "test",
+    baselines: str | Path | None = None,
 ) -> list[Path]:
     """Every alloy table and figure: tables (and index.md) in ``tables_dir``; the
-    normal-against-transfer figures and the learning curves in ``figures_dir``."""
-    models = collect_models(model_dirs, sets)
+    normal-against-transfer figures and the learning curves in ``figures_dir``. ``baselines``
+    is the root of the alloy composition baselines (:func:`alloy_baseline_dir`)."""
+    models = attach_baselines(collect_models(model_dirs, sets), baselines)
     if "frac" not in models:
         models["frac"] = None
     written = write_alloy_tables(models, splits, tables_dir, families)

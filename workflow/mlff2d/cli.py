@@ -225,8 +225,22 @@ def cmd_alloy_report(args: argparse.Namespace) -> None:
     from mlff2d.alloy_report import write_alloy_report
 
     paths = write_alloy_report(args.models, args.sets, args.splits, args.tables, args.figures, families=args.families,
-                               tolerance=args.tolerance, curve_set=args.curve_set)
+                               tolerance=args.tolerance, curve_set=args.curve_set, baselines=args.baselines)
     log.info("wrote %d alloy table and figure files", len(paths))
+
+
+def cmd_diagnostics(args: argparse.Namespace) -> None:
+    from mlff2d.diagnostics import diagnose, write_diagnostics
+
+    pairs = [tuple(item.split("=", 1)) for item in args.models]
+    bad = [item for item, pair in zip(args.models, pairs) if len(pair) != 2]
+    if bad:
+        raise SystemExit(f"--models takes MODEL_DIR=BASELINE_DIR, got {bad[:3]}")
+    frame = diagnose(pairs, args.sets, args.root)
+    write_diagnostics(frame, len(pairs), args.md, args.csv)
+    for message in frame["message"]:
+        log.warning("%s", message)
+    log.info("%d warnings for %d models: %s", len(frame), len(pairs), args.md)
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
@@ -451,9 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--families", nargs="+", default=["m3gnet", "mace"])
     s.add_argument("--tolerance", type=float, default=0.1, help="learning-curve match tolerance")
     s.add_argument("--curve-set", default="test", help="set of the learning curves and figures")
+    s.add_argument("--baselines", default=None, help="root of the alloy composition baselines (<dataset>/split~<split>/<set>/)")
     s.add_argument("--tables", required=True, help="output directory of the tables")
     s.add_argument("--figures", required=True, help="output directory of the figures")
     s.set_defaults(func=cmd_alloy_report)
+
+    s = sub.add_parser("diagnostics", help="warn about models that do not beat the baseline, do not move or did not learn")
+    s.add_argument("--models", nargs="*", default=[], help="MODEL_DIR=BASELINE_DIR pairs (BASELINE_DIR/<set>/summary.json)")
+    s.add_argument("--sets", nargs="+", default=["val", "test"], help="relaxed sets to check")
+    s.add_argument("--root", default=None, help="models are labelled by their path below this directory")
+    s.add_argument("--md", required=True, help="diagnostics.md to write")
+    s.add_argument("--csv", required=True, help="diagnostics.csv to write")
+    s.set_defaults(func=cmd_diagnostics)
 
     s = sub.add_parser("demo-data", help="generate the demo dataset with CHGNet (needs the 'demo' extra)")
     s.add_argument("--outdir", required=True)

@@ -38,7 +38,7 @@ import os
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -55,14 +55,19 @@ HALF_VACUUM = 7.5
 #: Relaxation settings of the recorded trajectories.
 FMAX = 0.05
 MAX_STEPS = 150
-#: Perturbation of the 2D set: in-plane normal strains, shear strain, rattle stdev (Å).
-STRAIN_MAX = 0.04
-SHEAR_MAX = 0.02
-RATTLE_2D = 0.05
-#: Rattle stdev (Å) of the alloy configurations.
-RATTLE_ALLOY = 0.02
-#: Default cap of configurations per alloy.
-MAX_CONFIGS = 24
+#: Perturbation of the 2D set: in-plane normal strains, shear strain, rattle stdev (Å). Far
+#: enough from equilibrium that CHGNet's relaxation takes tens of steps from forces of 1–3 eV/Å.
+STRAIN_MAX = 0.06
+SHEAR_MAX = 0.03
+RATTLE_2D = 0.07
+#: Perturbation of the alloy configurations: in-plane strain, shear, rattle stdev (Å).
+STRAIN_ALLOY = 0.03
+SHEAR_ALLOY = 0.015
+RATTLE_ALLOY = 0.05
+#: Default cap of configurations per alloy (None: every enumerated configuration, 53 for 1H MX2).
+MAX_CONFIGS: int | None = None
+#: Starts per alloy configuration (each a material: ``<ALLOY>-0NNN``, ``<ALLOY>-1NNN``, ...).
+ALLOY_STARTS = 2
 #: Largest alloy cell, in metal sites.
 MAX_ALLOY_SITES = 6
 MAX_ATOMS = 20
@@ -89,6 +94,8 @@ FORMATION_ALLOYS = ("MoWS2", "MoTaS2", "NbMoS2", "TiTaS2")
 #: The metals of the alloy study; the 2D set has 1H and 1T MX2 of each with X = S, Se, Te.
 ALLOY_METALS = ("Mo", "W", "Ta", "Nb", "Ti", "V", "Zr", "Fe", "Ir", "Ru")
 CHALCOGENS = ("S", "Se", "Te")
+#: Metals of the 2D set beyond the alloy metals (1H and 1T MX2 of each).
+EXTRA_METALS = ("Hf", "Cr")
 
 # ----------------------------------------------------------------------------- prototypes
 
@@ -112,78 +119,40 @@ SC_2x2 = ((2, 0), (0, 2))
 SC_R3 = ((2, 1), (-1, 1))  # √3×√3 R30°
 SC_3x3 = ((3, 0), (0, 3))
 
+#: The supercells of the starts of one compound (3, 6 and 9 or 12 atoms for MX2): each start is
+#: a material of its own, with its own strain, shear and rattle.
+STARTS = (SC_1, SC_2x1, SC_R3)
+STARTS_LARGE = (SC_1, SC_2x1, SC_2x2)
 
-def _mx2(m: str, x: str, kind: str, sc: Any = SC_1) -> Prototype:
-    return Prototype(f"{m}{x}2-{kind}", "mx2", {"m": m, "x": x, "kind": kind}, sc)
+
+def _mx2(m: str, x: str, kind: str, sc: Any = SC_1, start: int = 0) -> Prototype:
+    return Prototype(f"{m}{x}2-{kind}" + (f"-{start}" if start else ""), "mx2", {"m": m, "x": x, "kind": kind}, sc)
+
+
+def compound_name(proto: Prototype) -> str:
+    """The compound a start belongs to: its name without the start suffix (``MoS2-1H-2`` → ``MoS2-1H``)."""
+    head, _, tail = proto.name.rpartition("-")
+    return head if tail.isdigit() and head else proto.name
 
 
 def prototypes() -> list[Prototype]:
-    """The ordered list of 2D prototypes; material ``demo-2d-NNNN`` is entry NNNN (1-based)."""
+    """The ordered list of 2D starts; material ``demo-2d-NNNN`` is entry NNNN (1-based).
+
+    Dense chemistry, so that a small model trained for minutes generalises: 1H and 1T MX2 of
+    the ten alloy metals and Hf and Cr with X = S, Se, Te, plus PbO-type FeX, every compound in
+    :data:`STARTS` starting cells (each its own material, perturbed with its own seed). Every
+    metal is then in 18 materials (Fe in 27) and every chalcogen in about 80.
+    """
     protos: list[Prototype] = []
-    # 1H and 1T MX2 of every alloy metal; supercells vary with the chalcogen so that cell sizes
-    # (3-12 atoms) and environments vary.
-    sc_by = {("1H", "S"): SC_1, ("1T", "S"): SC_2x2, ("1H", "Se"): SC_2x1, ("1T", "Se"): SC_1,
-             ("1H", "Te"): SC_2x2, ("1T", "Te"): SC_R3}  # fmt: skip
-    for m in ALLOY_METALS:
+    for m in (*ALLOY_METALS, *EXTRA_METALS):
         for x in CHALCOGENS:
             for kind in ("1H", "1T"):
-                protos.append(_mx2(m, x, kind, sc_by[(kind, x)]))
-    # Other transition-metal and post-transition dichalcogenides.
-    for m, x, kind, sc in [
-        ("Hf", "S", "1T", SC_1), ("Hf", "Se", "1T", SC_2x1), ("Cr", "S", "1H", SC_1),
-        ("Cr", "Se", "1H", SC_2x1), ("Re", "S", "1T", SC_2x2), ("Pt", "S", "1T", SC_1),
-        ("Pt", "Se", "1T", SC_2x1), ("Pt", "Te", "1T", SC_1), ("Pd", "S", "1T", SC_1),
-        ("Pd", "Se", "1T", SC_R3), ("Ni", "Te", "1T", SC_1), ("Sn", "S", "1T", SC_1),
-        ("Sn", "Se", "1T", SC_2x1),
-    ]:  # fmt: skip
-        protos.append(_mx2(m, x, kind, sc))
-    # 1T dihalides.
-    for m, x, sc in [
-        ("Fe", "Cl", SC_1), ("Fe", "Br", SC_2x1), ("Co", "Cl", SC_1), ("Co", "Br", SC_1),
-        ("Ni", "Cl", SC_2x1), ("Ni", "Br", SC_1), ("Ni", "I", SC_1), ("Mn", "Cl", SC_1),
-        ("V", "Cl", SC_1), ("Ti", "Cl", SC_2x1), ("Cd", "I", SC_1), ("Mg", "Cl", SC_1),
-        ("Mg", "Br", SC_2x1),
-    ]:  # fmt: skip
-        protos.append(_mx2(m, x, "1T", sc))
-    # MX3 (BiI3 type: a √3×√3 1T cell with one metal site in three empty).
-    for m, x in [("Cr", "I"), ("Cr", "Br"), ("Ru", "Cl")]:
-        protos.append(Prototype(f"{m}{x}3", "mx3", {"m": m, "x": x}))
-    # Dioxides.
-    for m, kind, sc in [
-        ("Mo", "1H", SC_1), ("W", "1H", SC_2x1), ("Ti", "1T", SC_1), ("Zr", "1T", SC_1),
-        ("Hf", "1T", SC_2x1), ("Mn", "1T", SC_1), ("Sn", "1T", SC_1),
-    ]:  # fmt: skip
-        protos.append(_mx2(m, "O", kind, sc))
-    # Honeycombs (planar or buckled): a (Å) and buckling (Å) as starting guesses.
-    for a_el, b_el, a, buckle, sc in [
-        ("C", "C", 2.46, 0.0, SC_3x3), ("B", "N", 2.50, 0.0, SC_2x2), ("Si", "Si", 3.87, 0.45, SC_1),
-        ("Ge", "Ge", 4.06, 0.69, SC_2x1), ("Ge", "C", 3.26, 0.0, SC_1), ("Si", "C", 3.09, 0.0, SC_R3),
-        ("Al", "N", 3.13, 0.0, SC_1), ("Ga", "N", 3.20, 0.0, SC_2x1), ("Zn", "O", 3.29, 0.0, SC_1),
-        ("Be", "O", 2.69, 0.0, SC_1), ("P", "P", 3.28, 1.24, SC_2x1), ("As", "As", 3.61, 1.39, SC_1),
-        ("Sb", "Sb", 4.12, 1.65, SC_1),
-    ]:  # fmt: skip
-        name = f"{a_el}{b_el}" if a_el != b_el else f"{a_el}-honeycomb"
-        protos.append(Prototype(name, "honeycomb", {"a_el": a_el, "b_el": b_el, "a": a, "buckle": buckle}, sc))
-    # GaSe-type M2X2 (X-M-M-X).
-    for m, x, a, d_mm, d_mx in [
-        ("Ga", "S", 3.58, 2.45, 2.37), ("Ga", "Se", 3.75, 2.47, 2.50),
-        ("In", "S", 3.94, 2.80, 2.57), ("In", "Se", 4.09, 2.82, 2.69),
-    ]:  # fmt: skip
-        protos.append(Prototype(f"{m}{x}", "m2x2", {"m": m, "x": x, "a": a, "d_mm": d_mm, "d_mx": d_mx}))
-    # MXenes M2X and M3X2 (X = C, N).
-    for m, x, a, d_mx, layers, sc in [
-        ("Ti", "C", 3.04, 2.10, 2, SC_1), ("V", "C", 2.90, 2.00, 2, SC_2x1), ("Nb", "C", 3.13, 2.17, 2, SC_1),
-        ("Ti", "N", 2.99, 2.05, 2, SC_1), ("Ti", "C", 3.07, 2.15, 3, SC_1),
-    ]:  # fmt: skip
-        formula = f"{m}{layers}{x}{'' if layers == 2 else layers - 1}"
-        protos.append(Prototype(formula, "mxene", {"m": m, "x": x, "a": a, "d_mx": d_mx, "layers": layers}, sc))
-    # Quintuple layers A2B3.
-    for a_el, b_el, a, d_in, d_out in [
-        ("Bi", "Se", 4.14, 3.07, 2.87), ("Bi", "Te", 4.38, 3.25, 3.07), ("Sb", "Te", 4.26, 3.17, 2.98),
-    ]:  # fmt: skip
-        protos.append(Prototype(f"{a_el}2{b_el}3", "ql", {"a_el": a_el, "b_el": b_el, "a": a, "d_in": d_in, "d_out": d_out}))
-    protos.append(Prototype("P-black", "phosphorene", {"a": 3.30, "b": 4.62}, SC_2x1))
-    protos.append(Prototype("FeSe-PbO", "pbo", {"m": "Fe", "x": "Se", "a": 3.77, "h": 1.47}))
+                starts = STARTS if (x, kind) != ("Te", "1T") else STARTS_LARGE
+                protos += [_mx2(m, x, kind, sc, k) for k, sc in enumerate(starts)]
+    for x, a, h in (("S", 3.60, 1.30), ("Se", 3.77, 1.47), ("Te", 3.82, 1.62)):
+        for k, sc in enumerate(STARTS_LARGE):
+            name = f"Fe{x}-PbO" + (f"-{k}" if k else "")
+            protos.append(Prototype(name, "pbo", {"m": "Fe", "x": x, "a": a, "h": h}, (SC_1, SC_2x1, SC_2x2)[k]))
     return protos
 
 
@@ -449,8 +418,13 @@ def perturb(atoms: Any, rng: np.random.Generator, strain_max: float, shear_max: 
     return out
 
 
-@lru_cache(maxsize=None)
 def _prerelaxed(proto: Prototype) -> Any:
+    """The compound's primitive cell relaxed by CHGNet (once per compound and process)."""
+    return _prerelaxed_compound(replace(proto, name=compound_name(proto), supercell=SC_1)).copy()
+
+
+@lru_cache(maxsize=None)
+def _prerelaxed_compound(proto: Prototype) -> Any:
     atoms = build_primitive(proto)
     relax(atoms, fmax=FMAX, steps=300, record=False)
     return atoms
@@ -532,10 +506,16 @@ def alloy_configurations(alloy: str, max_configs: int | None = MAX_CONFIGS) -> l
     return chosen if max_configs is None else chosen[:max_configs]
 
 
-def run_alloy_job(job: tuple[str, int, Any, int]) -> dict[str, Any]:
-    """Relax one alloy configuration: Vegard lattice constant from the relaxed end members,
-    reduced in-plane cell, vacuum, slight rattle, every step recorded."""
-    alloy, index, config, seed = job
+def alloy_material_id(alloy: str, index: int, start: int = 0) -> str:
+    """``<ALLOY>-SNNN``: configuration ``index`` (1-based) of :func:`alloy_configurations`, start S."""
+    return f"{alloy}-{start}{index:03d}"
+
+
+def run_alloy_job(job: tuple[str, int, Any, int, int]) -> dict[str, Any]:
+    """Relax one start of one alloy configuration: Vegard lattice constant from the relaxed end
+    members, reduced in-plane cell, vacuum, then strained, sheared and rattled with the start's
+    own seed; every step recorded."""
+    alloy, index, config, start, seed = job
     a_el, b_el = ALLOYS[alloy]
     t0 = time.perf_counter()
     sym = config.get_chemical_symbols()
@@ -546,11 +526,11 @@ def run_alloy_job(job: tuple[str, int, Any, int]) -> dict[str, Any]:
     scale = np.diag([a_x / 3.2, a_x / 3.2, 1.0])
     atoms.set_cell(atoms.cell.array @ scale, scale_atoms=True)
     atoms = reduce_in_plane(_with_vacuum(atoms))
-    rng = _rng(seed, 3, _key(alloy), index)
-    atoms.positions = atoms.positions + rng.normal(0.0, RATTLE_ALLOY, atoms.positions.shape)
+    rng = _rng(seed, 3, _key(alloy), index, start)
+    atoms = perturb(atoms, rng, STRAIN_ALLOY, SHEAR_ALLOY, RATTLE_ALLOY)
     frames, converged = relax(atoms)
-    extra = {"alloy": alloy, "n_metal_sites": n_sites, "x": x, "seconds": time.perf_counter() - t0}
-    return _result(f"{alloy}-{index:04d}", frames, converged, extra)
+    extra = {"alloy": alloy, "n_metal_sites": n_sites, "x": x, "start": start, "seconds": time.perf_counter() - t0}
+    return _result(alloy_material_id(alloy, index, start), frames, converged, extra)
 
 
 def _run(fn: Any, jobs: list[Any], workers: int) -> list[dict[str, Any]]:
@@ -565,7 +545,8 @@ def _run(fn: Any, jobs: list[Any], workers: int) -> list[dict[str, Any]]:
 
     with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
         out = []
-        for i, res in enumerate(pool.imap(fn, jobs)):
+        # consecutive jobs (the starts of one compound) share a worker and its pre-relaxation
+        for i, res in enumerate(pool.imap(fn, jobs, chunksize=len(STARTS))):
             out.append(res)
             _log_progress(res, i + 1, len(jobs))
         return out
@@ -649,6 +630,11 @@ def _stats(results: list[dict[str, Any]], path: Path, root: Path) -> dict[str, A
     }
 
 
+def _fmax(frame: dict[str, Any]) -> float:
+    """Largest atomic force (eV/Å) of a frame."""
+    return float(np.linalg.norm(np.asarray(frame["forces"]), axis=1).max())
+
+
 def _symbol(z: int) -> str:
     from ase.data import chemical_symbols
 
@@ -667,8 +653,9 @@ def _material_entry(r: dict[str, Any], file: str) -> dict[str, Any]:
         "n_atoms": len(numbers),
         "n_frames": len(r["frames"]),
         "converged": r["converged"],
+        "fmax_start": round(_fmax(r["frames"][0]), 4) if r["frames"] else None,
     }
-    for k in ("prototype", "family", "alloy", "n_metal_sites", "x"):
+    for k in ("prototype", "family", "alloy", "n_metal_sites", "x", "start"):
         if k in r:
             entry[k] = round(r[k], 6) if k == "x" else r[k]
     if r["problem"]:
@@ -683,6 +670,7 @@ def generate_demo(
     max_configs: int | None = None,
     seed: int = 0,
     workers: int = 1,
+    starts: int = ALLOY_STARTS,
 ) -> dict[str, Any]:
     """Generate the demo dataset under ``outdir`` and return its manifest.
 
@@ -696,6 +684,7 @@ def generate_demo(
             members first); None = :data:`MAX_CONFIGS`.
         seed: root of every random number (per material: seed, part, index).
         workers: processes (each loads CHGNet once and runs with one thread).
+        starts: starts per alloy configuration (each a material of its own).
 
     Materials whose relaxation explodes (:func:`frame_problem`) are left out of the files and
     listed in the manifest under ``dropped``.
@@ -716,7 +705,12 @@ def generate_demo(
     part_results: list[tuple[Path, list[dict[str, Any]]]] = []
     if results_2d:
         part_results.append((write_alexandria_file(outdir / "2d" / "demo_2d.json.bz2", results_2d), results_2d))
-    alloy_jobs = [(a, i + 1, c, seed) for a in alloys for i, c in enumerate(alloy_configurations(a, max_configs))]
+    alloy_jobs = [
+        (a, i + 1, c, start, seed)
+        for a in alloys
+        for start in range(starts)
+        for i, c in enumerate(alloy_configurations(a, max_configs))
+    ]
     alloy_results = _run(run_alloy_job, alloy_jobs, workers)
     fe_rows: list[dict[str, Any]] = []
     for a in alloys:
@@ -744,7 +738,7 @@ def generate_demo(
     manifest = {
         "description": "CHGNet relaxations standing in for DFT (see README.md); Alexandria format",
         "generator": "mlff2d.demo_data.generate_demo",
-        "arguments": {"n_2d": n_2d, "alloys": alloys, "max_configs": max_configs, "seed": seed},
+        "arguments": {"n_2d": n_2d, "alloys": alloys, "max_configs": max_configs, "seed": seed, "starts": starts},
         "chgnet_version": chgnet.__version__,
         "chgnet_model": "CHGNet.load() default (model 0.3.0)",
         "functional_label": FUNCTIONAL,
@@ -752,7 +746,8 @@ def generate_demo(
         "settings": {
             "optimizer": "FIRE", "cell_filter": "FrechetCellFilter mask [1,1,0,0,0,1]", "fmax": FMAX,
             "max_steps": MAX_STEPS, "vacuum_A": 2 * HALF_VACUUM, "strain_max": STRAIN_MAX, "shear_max": SHEAR_MAX,
-            "rattle_2d_A": RATTLE_2D, "rattle_alloy_A": RATTLE_ALLOY, "max_alloy_sites": MAX_ALLOY_SITES,
+            "rattle_2d_A": RATTLE_2D, "strain_alloy": STRAIN_ALLOY, "shear_alloy": SHEAR_ALLOY,
+            "rattle_alloy_A": RATTLE_ALLOY, "max_alloy_sites": MAX_ALLOY_SITES, "alloy_starts": starts,
         },  # fmt: skip
         "totals": {
             "n_materials": len(all_kept),
@@ -774,14 +769,14 @@ def generate_demo(
 
 
 FAMILY_NAMES = {
-    "mx2": "MX2 (1H, 1T; chalcogenides, dihalides, dioxides)",
+    "mx2": "MX2 (1H, 1T dichalcogenides)",
     "mx3": "MX3 (BiI3 type)",
     "honeycomb": "honeycombs (planar or buckled)",
     "m2x2": "GaSe-type M2X2",
     "mxene": "MXenes",
     "ql": "quintuple layers",
     "phosphorene": "black phosphorene",
-    "pbo": "PbO-type FeSe",
+    "pbo": "PbO-type FeX",
 }
 
 
@@ -792,7 +787,7 @@ def render_readme(manifest: dict[str, Any]) -> str:
     cmd = "python -m mlff2d.demo_data resources/demo --workers 2"
     if args["n_2d"] is not None or args["max_configs"] != MAX_CONFIGS or args["alloys"] != list(ALLOYS) or args["seed"]:
         cmd = (f"python -m mlff2d.demo_data OUTDIR --n-2d {args['n_2d']} --alloys {' '.join(args['alloys'])} "
-               f"--max-configs {args['max_configs']} --seed {args['seed']}")  # fmt: skip
+               f"--max-configs {args['max_configs']} --seed {args['seed']} --starts {args.get('starts', ALLOY_STARTS)}")  # fmt: skip
     lines = [
         "# Demo data: CHGNet relaxations standing in for DFT",
         "",
@@ -813,19 +808,26 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "(energy, forces, stress), as a DFT code records its ionic steps. Trajectories that hit the step "
         "limit are kept (like unfinished DFT relaxations); `manifest.json` marks them `converged: false`.",
         "",
-        f"- `2d/demo_2d.json.bz2`: 2D monolayers. Each prototype is built with ASE (1H/1T MX2 via "
-        "`ase.build.mx2`, honeycombs, MX3, MXenes, GaSe-type, quintuple layers, phosphorene, FeSe), first "
-        "relaxed in its primitive cell (not recorded), then made a supercell (≤ 20 atoms), strained "
-        f"in-plane (ε_xx, ε_yy uniform in ±{STRAIN_MAX:.0%}), sheared (ε_xy in ±{SHEAR_MAX:.0%}) and "
-        f"rattled (Gaussian, σ = {RATTLE_2D} Å), and relaxed with every step recorded. Ids `demo-2d-NNNN` "
-        "(NNNN = position in the prototype list, so dropped materials leave gaps).",
+        "- `2d/demo_2d.json.bz2`: 2D monolayers of **dense chemistry**, so that a small model trained for "
+        "minutes on two cores generalises: 1H and 1T MX2 of the ten alloy metals and Hf and Cr with X = S, Se, "
+        "Te, plus PbO-type FeS, FeSe and FeTe. Each compound is built with ASE and first relaxed in its "
+        f"primitive cell (not recorded); then each of its {len(STARTS)} **starts** (1×1, 2×1 and √3×√3 or 2×2 "
+        "supercells) is a material of its own, strained in-plane (ε_xx, ε_yy uniform in "
+        f"±{STRAIN_MAX:.0%}), sheared (ε_xy in ±{SHEAR_MAX:.0%}) and rattled (Gaussian, σ = {RATTLE_2D} Å) "
+        "with its own seed, and relaxed with every step recorded. Every metal is in 18 materials (Fe in 27), "
+        "every chalcogen in about 80. Ids `demo-2d-NNNN` (NNNN = position in the start list, so dropped "
+        "materials leave gaps). Starts of one compound relax to the same minimum, and a split by material can "
+        "put one start in the training set and another in the test set: the relaxation test then measures "
+        "relaxing from a new start of known chemistry more than new chemistry.",
         "- `alloys/<ALLOY>.json.bz2`: metal-sublattice configurations of 1H MX2 (S fixed) enumerated with "
         "`icet.tools.enumerate_structures` on the primitive cell (pbc [True, True, False]) with up to "
-        f"{MAX_ALLOY_SITES} metal sites (≤ 18 atoms); both pure end members first (ids `<ALLOY>-0001` = "
-        "first metal, `-0002` = second metal), then a round-robin over compositions (x closest to 1/2 "
-        f"first), at most {args['max_configs']} per alloy. Started at Vegard's-law lattice constants from "
-        f"the relaxed end members, rattled (σ = {RATTLE_ALLOY} Å), relaxed as above. MoWS2, MoTaS2, "
-        "NbMoS2, TiTaS2 are the formation-energy alloys; TiVS2 and IrRuS2 are for transfer learning.",
+        f"{MAX_ALLOY_SITES} metal sites (≤ 18 atoms; {'all of them' if args['max_configs'] is None else 'at most ' + str(args['max_configs'])}"
+        ", end members first, then a round-robin over compositions, x closest to 1/2 first), each in "
+        f"{args.get('starts', ALLOY_STARTS)} starts (ids `<ALLOY>-0NNN`, `<ALLOY>-1NNN`, ...; `-0001` = first "
+        "metal, `-0002` = second metal). Started at Vegard's-law lattice constants from the relaxed end "
+        f"members, strained (±{STRAIN_ALLOY:.0%}), sheared (±{SHEAR_ALLOY:.1%}) and rattled (σ = {RATTLE_ALLOY} Å) "
+        "with the start's own seed, relaxed as above. MoWS2, MoTaS2, NbMoS2, TiTaS2 are the formation-energy "
+        "alloys; TiVS2 and IrRuS2 are for transfer learning.",
         "- `alloys/formation_energies.csv`: `alloy, material_id, n_metal_sites, x` (fraction of the "
         "second metal in the name), `energy_per_site_eV` (final total energy / metal sites), "
         "`formation_energy_per_site_eV` = [E − (1−x)·N·e_A − x·N·e_B]/N relative to the two relaxed pure "
@@ -864,13 +866,16 @@ def render_readme(manifest: dict[str, Any]) -> str:
         f"Elements ({len(t['elements'])}): {', '.join(t['elements'])}.",
         "",
     ]
-    families: dict[str, list[str]] = {}
+    families: dict[str, dict[str, int]] = {}
     for m in manifest["materials"].values():
         if "family" in m and "problem" not in m:
-            families.setdefault(m["family"], []).append(m["prototype"])
+            compound = compound_name(Prototype(m["prototype"], m["family"]))
+            families.setdefault(m["family"], {}).setdefault(compound, 0)
+            families[m["family"]][compound] += 1
     if families:
-        lines += ["2D prototypes by family (supercells of up to 20 atoms):", ""]
-        lines += [f"- {FAMILY_NAMES.get(f, f)} ({len(p)}): {', '.join(p)}" for f, p in families.items()]
+        lines += ["2D compounds by family (each with its number of starts, supercells of up to 20 atoms):", ""]
+        lines += [f"- {FAMILY_NAMES.get(f, f)} ({len(c)} compounds, {sum(c.values())} materials): "
+                  f"{', '.join(f'{k} ×{v}' for k, v in c.items())}" for f, c in families.items()]
         lines.append("")
     lines += [
         "## Dropped",
@@ -898,10 +903,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-configs", type=int, default=None, help=f"configurations per alloy (default {MAX_CONFIGS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--starts", type=int, default=ALLOY_STARTS, help=f"starts per alloy configuration (default {ALLOY_STARTS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     _init_worker()
-    manifest = generate_demo(args.outdir, args.n_2d, args.alloys, args.max_configs, args.seed, args.workers)
+    manifest = generate_demo(args.outdir, args.n_2d, args.alloys, args.max_configs, args.seed, args.workers, args.starts)
     log.info("wrote %s: %s", args.outdir, json.dumps(manifest["totals"]))
 
 

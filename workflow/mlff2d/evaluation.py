@@ -58,6 +58,7 @@ ERROR_COLUMNS = (
     "n_atoms",
     "converged",
     "failure",
+    "steps",
     "evaluated",
     "e_ml",
     "e_dft",
@@ -171,6 +172,7 @@ def relaxation_errors(records: pd.DataFrame | str | Path, reference_file: str | 
     failure = np.where(present, failure, MISSING)
     failure = np.array(["" if f is None or (isinstance(f, float) and math.isnan(f)) else str(f) for f in failure], dtype=object)
     failure[~converged & (failure == "")] = "not_converged"  # a record that failed without saying why
+    steps = ids.map(rec["steps"]).to_numpy(dtype=float) if "steps" in rec else np.full(len(ids), np.nan)
     e_ml = ids.map(rec["energy_per_atom"]).to_numpy(dtype=float)
     area_ml = ids.map(rec["area_per_atom"]).to_numpy(dtype=float)
     e_dft = ref["energy_per_atom"].to_numpy(dtype=float)
@@ -179,6 +181,7 @@ def relaxation_errors(records: pd.DataFrame | str | Path, reference_file: str | 
 
     out["converged"] = converged
     out["failure"] = pd.array(failure, dtype=str)
+    out["steps"] = steps
     out["evaluated"] = evaluated
     out["e_ml"] = e_ml
     out["e_dft"] = e_dft
@@ -217,15 +220,39 @@ def failure_reason(failure: str) -> str:
     return failure.split(":", 1)[0].strip()
 
 
+#: Failures with no relaxation behind them: they do not enter the FIRE step statistics.
+NOT_RELAXED = ("missing", "training_failed", "model_failed", "unseen_element")
+
+
+def step_statistics(errors: pd.DataFrame) -> dict[str, float]:
+    """FIRE steps of the relaxations that ran (every record but :data:`NOT_RELAXED`): ``n``,
+    ``median``, ``p90`` (90th percentile) and ``share_step0``, the share that stopped at
+    step 0 (the model's forces on the start structure were already below fmax: the structure
+    did not move, so its area error is the unrelaxed one). NaN where no relaxation ran."""
+    ran = ~errors["failure"].astype(str).map(failure_reason).isin(NOT_RELAXED)
+    steps = errors.loc[ran, "steps"].to_numpy(float) if "steps" in errors else np.array([])
+    steps = steps[np.isfinite(steps)]
+    nan = float("nan")
+    if not steps.size:
+        return {"n": 0, "median": nan, "p90": nan, "share_step0": nan}
+    return {
+        "n": int(steps.size),
+        "median": float(np.median(steps)),
+        "p90": float(np.percentile(steps, 90)),
+        "share_step0": float(np.mean(steps == 0)),
+    }
+
+
 def summarize(errors: pd.DataFrame) -> dict[str, Any]:
     """Counts and error statistics of one relaxation run.
 
     Returns:
         ``n`` (reference materials), ``n_evaluated``, ``n_converged``, ``convergence_rate``
-        (converged / n), ``failures`` (reason -> count over the not-converged materials,
-        step_limit included), and ``energy`` (meV/atom) and ``area`` (Å²/atom), each a dict
-        of ``mae``, ``median`` (of the absolute errors), ``rmse`` and ``r2`` over the
-        evaluated structures (NaN when there are none).
+        (= ``converged_share``, converged / n), ``failures`` (reason -> count over the
+        not-converged materials, step_limit included), ``steps`` (:func:`step_statistics`),
+        and ``energy`` (meV/atom) and ``area`` (Å²/atom), each a dict of ``mae``, ``median``
+        (of the absolute errors), ``rmse`` and ``r2`` over the evaluated structures (NaN when
+        there are none).
     """
     n = len(errors)
     ev = errors[errors["evaluated"].astype(bool)]
@@ -237,7 +264,9 @@ def summarize(errors: pd.DataFrame) -> dict[str, Any]:
         "n_evaluated": len(ev),
         "n_converged": n_conv,
         "convergence_rate": n_conv / n if n else float("nan"),
+        "converged_share": n_conv / n if n else float("nan"),
         "failures": failures,
+        "steps": step_statistics(errors),
     }
     out["energy"] = _stats(ev["energy_error_meV"].to_numpy(float), ev["e_ml"].to_numpy(float), ev["e_dft"].to_numpy(float))
     out["area"] = _stats(ev["area_error"].to_numpy(float), ev["area_ml"].to_numpy(float), ev["area_dft"].to_numpy(float))
@@ -528,6 +557,12 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
         not run. ``best``/``second`` name the cutoff label(s) (space-separated on ties) with
         the lowest and second-lowest value of the row, compared at the printed precision;
         ``best`` needs two values in the row and ``second`` three, otherwise they are empty.
+
+        Optional columns of ``rows``: ``n`` (structures in the set) and ``baseline_energy_mae``
+        (meV/atom) / ``baseline_area_mae`` (Å²/atom), the composition baseline of the row's set
+        and dataset. When given, the table gains an ``n`` column after ``model`` and a
+        ``baseline`` column (table units) before ``best``; the baseline is a reference, never
+        ranked (the first finite value per set and model is used).
     """
     required = {"set", "model", "ecut", "status", "energy_mae", "area_mae"}
     missing = required - set(rows.columns)
@@ -547,14 +582,18 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
     sets = sorted(dict.fromkeys(rows["set"]), key=lambda s: (set_order.get(s, 2), s))
     models = list(dict.fromkeys(rows["model"]))
     lookup = {(r.set, r.model, r.ecut): r for r in rows.itertuples(index=False)}
+    extras = [c for c in ("n", "baseline_energy_mae", "baseline_area_mae") if c in rows.columns]
     records = []
     for s in sets:
         for m in models:
             if not any((s, m, c) in lookup for c in cutoffs):
                 continue
+            extra = _first_finite(rows[(rows["set"] == s) & (rows["model"] == m)], extras)
             for quantity, column, factor in TABLE_QUANTITIES:
-                rec: dict[str, Any] = {"set": s, "model": m, "quantity": quantity,
-                                       "unit": "meV/atom" if quantity == "Energy" else "Å²/atom × 100"}
+                rec: dict[str, Any] = {"set": s, "model": m}
+                if "n" in extras:
+                    rec["n"] = extra.get("n", "")
+                rec.update(quantity=quantity, unit="meV/atom" if quantity == "Energy" else "Å²/atom × 100")
                 values: dict[str, float] = {}
                 for c in cutoffs:
                     r = lookup.get((s, m, c))
@@ -570,17 +609,35 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
                 ranked = sorted(set(values.values()))
                 best = [c for c in cutoffs if len(values) >= 2 and values.get(c) == ranked[0]]
                 second = [c for c in cutoffs if len(values) >= 3 and len(ranked) > 1 and values.get(c) == ranked[1]]
+                if any(c.startswith("baseline_") for c in extras):
+                    rec["baseline"] = extra.get(f"baseline_{column}", float("nan")) * factor
                 rec["best"], rec["second"] = " ".join(best), " ".join(second)
                 records.append(rec)
-    columns = ["set", "model", "quantity", "unit", *cutoffs, "best", "second"]
+    head = ["set", "model", *(["n"] if "n" in extras else []), "quantity", "unit"]
+    tail = ["baseline"] if any(c.startswith("baseline_") for c in extras) else []
+    columns = [*head, *cutoffs, *tail, "best", "second"]
     table = pd.DataFrame(records, columns=columns)
     for c in cutoffs:
         table[c] = table[c].astype(object)
     return table
 
 
+def _first_finite(rows: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
+    """The first finite value of each column (``n`` as an int); absent when there is none."""
+    out: dict[str, Any] = {}
+    for c in columns:
+        values = pd.to_numeric(rows[c], errors="coerce").dropna()
+        if len(values):
+            out[c] = int(values.iloc[0]) if c == "n" else float(values.iloc[0])
+    return out
+
+
+#: Columns of a relaxation table that are not cutoff columns.
+_FIXED_COLUMNS = ("set", "model", "n", "quantity", "unit", "baseline", "best", "second")
+
+
 def _cutoff_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if c not in ("set", "model", "quantity", "unit", "best", "second")]
+    return [c for c in table.columns if c not in _FIXED_COLUMNS]
 
 
 def _cell(table_row: pd.Series, cutoff: str, bold: tuple[str, str], under: tuple[str, str], dash: str) -> str:
@@ -653,19 +710,48 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
     * LaTeX: a ``table`` float with a ``tabular``; best ``\\textbf{x}``, second
       ``\\underline{x}``, ``--`` (an en dash, –) for failed; the caption is escaped plain text.
 
-    Set and model are printed only on the first row of their group, as in the thesis.
+    Set and model are printed only on the first row of their group, as in the thesis. A table
+    with ``n`` and ``baseline`` columns shows them as "N" (structures in the set) and
+    "Baseline" (the composition baseline: per-element energies fitted on the training split,
+    start structure unrelaxed), and says so in the caption.
     """
     cutoffs = _cutoff_columns(table)
-    header = ["Set", "Model", "", *[f"Cutoff = {c}" for c in cutoffs]]
+    has_n, has_base = "n" in table.columns, "baseline" in table.columns
+    header = ["Set", "Model", *(["N"] if has_n else []), "", *[f"Cutoff = {c}" for c in cutoffs], *(["Baseline"] if has_base else [])]
     md_rows, tex_rows, breaks = [], [], set()
     prev: tuple[Any, Any] = (None, None)
     for i, (_, row) in enumerate(table.iterrows()):
+        first = (row["set"], row["model"]) != prev
         set_text = _display_set(str(row["set"])) if row["set"] != prev[0] else ""
-        model_text = str(row["model"]) if (row["set"], row["model"]) != prev else ""
+        model_text = str(row["model"]) if first else ""
+        n_text = [(_int_text(row["n"]) if first else "")] if has_n else []
         if row["set"] != prev[0] and prev[0] is not None:
             breaks.add(i)
         prev = (row["set"], row["model"])
-        md_rows.append([set_text, model_text, str(row["quantity"]), *[_cell(row, c, ("**", "**"), ("<u>", "</u>"), DASH) for c in cutoffs]])
-        tex_rows.append([tex_escape(set_text), tex_escape(model_text), tex_escape(str(row["quantity"])),
-                         *[_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs]])
-    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, "lll" + "r" * len(cutoffs))
+        base = [_number_text(row["baseline"], DASH)] if has_base else []
+        md_rows.append([set_text, model_text, *n_text, str(row["quantity"]),
+                        *[_cell(row, c, ("**", "**"), ("<u>", "</u>"), DASH) for c in cutoffs], *base])
+        tex_base = [_number_text(row["baseline"], "--")] if has_base else []
+        tex_rows.append([tex_escape(set_text), tex_escape(model_text), *n_text, tex_escape(str(row["quantity"])),
+                         *[_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs], *tex_base])
+    if has_base:
+        caption += (" Baseline: the composition baseline (energy per atom from per-element energies fitted on"
+                    " the training split; area of the unrelaxed start structure); a model that does not beat it"
+                    " has learned nothing useful.")
+    align = "ll" + ("r" if has_n else "") + "l" + "r" * (len(cutoffs) + has_base)
+    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, align)
+
+
+def _int_text(value: Any) -> str:
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _number_text(value: Any, dash: str) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return dash
+    return f"{v:.{TABLE_DECIMALS}f}" if math.isfinite(v) else dash

@@ -79,6 +79,7 @@ def write_relaxation_tables(points: Sequence[tuple[str, str | Path]], sets: Sequ
     summary = collect(points, sets, baseline_dir)
     summary.to_csv(outdir / "relaxation_summary.csv", index=False)
     written = [outdir / "relaxation_summary.csv"]
+    base = baseline_by_set(summary)
     for family, (stem, caption) in TABLES.items():
         rows = summary[summary["family"] == family]
         table_rows = pd.DataFrame(
@@ -91,8 +92,22 @@ def write_relaxation_tables(points: Sequence[tuple[str, str | Path]], sets: Sequ
                 "area_mae": rows.get("area_mae", pd.Series(dtype=float)),
             }
         )
+        if base is not None:
+            table_rows = table_rows.merge(base, on="set", how="left")
         written += write_table(relaxation_table(table_rows), outdir / stem, caption)
     return written
+
+
+def baseline_by_set(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """set, n, baseline_energy_mae, baseline_area_mae of the baseline rows of a :func:`collect`
+    frame (None when it has none): the reference every table row of that set must beat."""
+    rows = summary[summary["family"] == "baseline"] if "family" in summary else summary.iloc[:0]
+    if rows.empty:
+        return None
+    out = pd.DataFrame({"set": rows["set"].astype(str)})
+    for column, target in (("n", "n"), ("energy_mae", "baseline_energy_mae"), ("area_mae", "baseline_area_mae")):
+        out[target] = pd.to_numeric(rows[column], errors="coerce") if column in rows else float("nan")
+    return out.reset_index(drop=True)
 
 
 def write_ptables(points: Sequence[tuple[str, str | Path]], sets: Sequence[str], baseline_dir: str | Path | None, outdir: str | Path) -> Path:

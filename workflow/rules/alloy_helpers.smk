@@ -9,6 +9,8 @@ ALLOY_MODES = ["normal", "transfer"]
 ALLOY_MODEL = f"{ALLOYS}/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}"
 #: A learning-curve model: the alloy model directory plus frac~<fraction>.
 CURVE_MODEL = f"{ALLOY_MODEL}/frac~{{frac}}"
+#: The composition baseline of an alloy dataset's split (sets below it; alloy_report.alloy_baseline_dir).
+ALLOY_BASELINE = f"{ALLOYS}/baseline/{{dataset}}/split~{{split}}"
 #: The nested training subset of a learning-curve point (a copy of the export, fewer train materials).
 CURVE_DATA = f"{DATA}/{{dataset}}/subsets/{{family}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}"
 
@@ -109,7 +111,19 @@ def alloy_report_inputs(wildcards):
     inputs += [f"{m}/relax/test/summary.json" for m in curve_models()]
     if collect_finished_only():
         inputs = [i for i in inputs if Path(i).parents[2].joinpath("status.json").exists()]
-    return inputs
+    return inputs + alloy_baseline_summaries()
+
+
+def alloy_baseline_summaries():
+    """The composition baseline of every alloy dataset, split and relaxed set."""
+    if not (alloy_models() or curve_models()):
+        return []
+    return [
+        f"{ALLOY_BASELINE.format(dataset=d, split=s)}/{r}/summary.json"
+        for d in ALLOY_DATASETS
+        for s in ALLOY_SPLITS
+        for r in ALLOY_RELAX_SETS
+    ]
 
 
 def alloy_report_args(wildcards):
@@ -118,7 +132,7 @@ def alloy_report_args(wildcards):
     families = " ".join(alloy_families()) or "m3gnet mace"
     return (
         f"--models {' '.join(models)} --sets {' '.join(ALLOY_RELAX_SETS)} --splits {' '.join(ALLOY_SPLITS)}"
-        f" --families {families} --tolerance {LEARNING_CURVE['tolerance']}"
+        f" --families {families} --tolerance {LEARNING_CURVE['tolerance']} --baselines {ALLOYS}/baseline"
     )
 
 

@@ -76,6 +76,20 @@ use rule train_alloy as train_alloy_curve with:
         f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.tsv"
 
 
+# The composition baseline of each alloy dataset and split (the reference row of tables 4.3-4.7).
+use rule baseline as alloy_baseline with:
+    input:
+        clean=f"{DATA}/{{dataset}}/clean.parquet",
+        split=f"{DATA}/{{dataset}}/split~{{split}}.csv",
+        sets=f"{DATA}/{{dataset}}/relax/split~{{split}}",
+    output:
+        multiext(f"{ALLOY_BASELINE}/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
+        multiext(f"{ALLOY_BASELINE}/{{relax_set}}/parity", ".png", ".pdf"),
+        multiext(f"{ALLOY_BASELINE}/{{relax_set}}/elements", ".png", ".pdf"),
+    log:
+        f"{LOGS}/alloy_baseline/{{dataset}}/split~{{split}}/{{relax_set}}.log",
+
+
 rule alloy_tables:
     input:
         alloy_report_inputs,

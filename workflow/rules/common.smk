@@ -326,7 +326,7 @@ def all_targets():
     for family, spec in UFF_FAMILIES.items():
         if spec["enabled"]:
             targets += sweep_targets(family)
-    return targets + relax_targets() + alloy_targets() + formation_targets()
+    return targets + relax_targets() + alloy_targets() + formation_targets() + [f"{RESULTS}/diagnostics.md"]
 
 
 def write_campaign_provenance():
@@ -354,4 +354,12 @@ def campaign_summary():
     if config["figures"]["enabled"]:
         lines.append(f"  dataset figures:           {DATA}/{UNIVERSAL}/figures/ (PNG + PDF)")
     lines.append(f"  run times per job:         {BENCH}/ (bench/demo_times.py {RESULTS})")
+    lines.append(f"  diagnostics:               {RESULTS}/diagnostics.md")
+    diagnostics = Path(f"{RESULTS}/diagnostics.md")
+    warnings = [l[2:] for l in diagnostics.read_text().splitlines() if l.startswith("- WARNING")] if diagnostics.exists() else []
+    if warnings:
+        lines.append(f"\nmlff2d: {len(warnings)} diagnostics warnings (results that mean less than the tables suggest):")
+        lines += [f"  {w}" for w in warnings[:20]]
+        if len(warnings) > 20:
+            lines.append(f"  ... and {len(warnings) - 20} more in {diagnostics}")
     return "\n".join(lines)
