@@ -200,21 +200,24 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def evaluate_isolated(evaluate: BatchEvaluator, structures: Sequence[Atoms], on_oom: Callable[[], None] | None = None) -> list[Evaluation | BaseException]:
-    """``evaluate(structures)``; if it raises, the halves are evaluated apart (recursively), so
-    one structure that breaks the model fails alone. Returns an evaluation or the exception
-    for each structure."""
+    """``evaluate(structures)``; if it raises, or gives a non-finite result while evaluating more
+    than one structure (a NaN in one graph can reach the others' forces through the batched
+    backward pass: seen with MACE), the halves are evaluated apart (recursively), so one
+    structure that breaks the model fails alone. Returns an evaluation or the exception for
+    each structure."""
     try:
         out = list(evaluate(structures))
         if len(out) != len(structures):
             raise RuntimeError(f"the batched evaluation returned {len(out)} results for {len(structures)} structures")
-        return out
+        if len(structures) == 1 or all(_finite(e) for e in out):
+            return out
     except Exception as exc:
         if len(structures) == 1:
             return [exc]
         if _is_out_of_memory(exc) and on_oom is not None:
             on_oom()
-        half = len(structures) // 2
-        return evaluate_isolated(evaluate, structures[:half], on_oom) + evaluate_isolated(evaluate, structures[half:], on_oom)
+    half = len(structures) // 2
+    return evaluate_isolated(evaluate, structures[:half], on_oom) + evaluate_isolated(evaluate, structures[half:], on_oom)
 
 
 class AtomBudget:
