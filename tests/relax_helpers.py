@@ -52,9 +52,29 @@ def start_structures(n: int | None = None) -> list[Atoms]:
     return out
 
 
+def lennard_jones(atoms: Atoms) -> Atoms:
+    """``atoms`` rattled by 0.1 Å and relabelled by a Lennard-Jones potential plus per-element
+    offsets: stronger, smoother forces than the demo's near-converged frames, which a tiny
+    M3GNet learns in a few epochs (on the demo labels it predicts forces near zero)."""
+    from ase.calculators.lj import LennardJones
+
+    out = atoms.copy()
+    out.rattle(0.1, seed=len(atoms) + int(1000 * atoms.cell.array[0, 0]))
+    probe = out.copy()
+    probe.calc = LennardJones(sigma=2.2, epsilon=0.2, rc=6.0, smooth=True)
+    energy = probe.get_potential_energy() + sum(LJ_OFFSETS[z] for z in out.numbers)
+    out.calc = SinglePointCalculator(out, energy=energy, forces=probe.get_forces(), stress=probe.get_stress())
+    return out
+
+
+LJ_OFFSETS = {42: -10.0, 74: -12.0, 16: -4.0}  # eV per atom of Mo, W, S
+#: Labels of each family's tiny training: the demo's (CHGNet) or Lennard-Jones (:func:`lennard_jones`).
+LABELS = {"m3gnet": "lj", "mace": "demo"}
+
+
 def write_export(family: str, outdir: Path, every: int = 3) -> Path:
-    """Every ``every``-th frame of the demo materials as the family's training export:
-    materials 0, 3, 6, ... validate, the rest train."""
+    """Every ``every``-th frame of the demo materials as the family's training export (labels:
+    :data:`LABELS`): materials 0, 3, 6, ... validate, the rest train."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -64,7 +84,8 @@ def write_export(family: str, outdir: Path, every: int = 3) -> Path:
     splits: dict[str, list[Atoms]] = {"train": [], "val": []}
     for i, m in enumerate(demo_materials()):
         for k, frame in enumerate(m.frames[::every]):
-            splits["val" if i % 3 == 0 else "train"].append(frame_atoms(frame, f"{m.material_id}-{k}"))
+            atoms = frame_atoms(frame, f"{m.material_id}-{k}")
+            splits["val" if i % 3 == 0 else "train"].append(lennard_jones(atoms) if LABELS[family] == "lj" else atoms)
     for split, frames in splits.items():
         if family == "m3gnet":
             rows = [m3gnet_row(a, a.info["material_id"], 0) for a in frames]

@@ -34,6 +34,11 @@ from mlff2d.families import get_family
 from mlff2d.relax import RECORD_COLUMNS, relax_shard, relax_structure
 
 TIMELESS = [c for c in RECORD_COLUMNS if not c.endswith("time_s")]
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # torch.jit, from MACE's model compilation
+    pytest.mark.filterwarnings("ignore:Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"),  # set by mace itself
+]
 
 
 def toy_structures() -> list[Atoms]:
@@ -98,8 +103,11 @@ def test_one_failing_structure_does_not_fail_the_batch() -> None:
 
     structures = toy_structures()
     out = evaluate_isolated(whole, structures)
-    assert [isinstance(x, RuntimeError) for x in out] == [s.info["material_id"] == "raise-0" for s in structures]
-    assert calls[0] == len(structures) and len(calls) <= 2 * math.ceil(math.log2(len(structures))) + 1
+    kinds = [s.info["material_id"].split("-")[0] for s in structures]
+    assert [isinstance(x, RuntimeError) for x in out] == [k == "raise" for k in kinds]
+    # the NaN one is isolated too (a NaN can spread through a batched backward pass)
+    assert [isinstance(x, tuple) and math.isnan(x[0]) for x in out] == [k == "nan" for k in kinds]
+    assert calls[0] == len(structures) and len(calls) < 2 * len(structures) - 1
     halved: list[int] = []
 
     def oom(structures: Sequence[Atoms]) -> list[Evaluation]:
@@ -119,7 +127,7 @@ def test_automatic_budget_on_cpu() -> None:
 # ------------------------------------------------------------------------- tiny real models
 
 
-@pytest.fixture(scope="module", params=["m3gnet", "mace"])
+@pytest.fixture(scope="module", params=[pytest.param("m3gnet", marks=pytest.mark.slow), pytest.param("mace", marks=pytest.mark.slow)])
 def tiny_point(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     pytest.importorskip(request.param if request.param != "m3gnet" else "matgl")
     return request.param, train_tiny(request.param, tmp_path_factory.mktemp(f"tiny_{request.param}"))
@@ -170,14 +178,14 @@ def test_shard_batched_agrees_with_ase(tiny_point: tuple[str, Path], tmp_path: P
     runs = {}
     for engine in ("ase", "batched"):
         runs[engine] = relax_shard(family, point, start, 0, 20, tmp_path / f"{engine}.parquet", tmp_path / f"{engine}.extxyz",
-                                   fmax=0.1, max_steps=150, device="cpu", engine=engine, batch_atoms=40)  # fmt: skip
+                                   fmax=0.02, max_steps=150, device="cpu", engine=engine, batch_atoms=40)  # fmt: skip
     ase_run, batched = runs["ase"], runs["batched"]
     assert batched["material_id"].tolist() == ase_run["material_id"].tolist()
     assert batched["failure"].tolist() == ase_run["failure"].tolist()
     assert batched.set_index("material_id").loc["close", "failure"] == "exploded"
     assert batched.set_index("material_id").loc["overlap", "failure"] in ("non_finite_energy", "exploded")
-    good = ase_run["failure"].isin(["", "step_limit"])
-    assert good.sum() >= 6 and (ase_run["failure"] == "").sum() >= 4, ase_run[["material_id", "failure", "steps"]]
+    good = ase_run["failure"].isin(["", "step_limit"])  # the tiny M3GNet also explodes some itself
+    assert good.sum() >= 4 and (ase_run.loc[good, "steps"] >= 20).all(), ase_run[["material_id", "failure", "steps"]]
     np.testing.assert_allclose(batched.loc[good, "energy_per_atom"], ase_run.loc[good, "energy_per_atom"], rtol=0, atol=1e-4)
     np.testing.assert_allclose(batched.loc[good, "area_per_atom"], ase_run.loc[good, "area_per_atom"], rtol=0, atol=1e-3)
     assert (abs(batched["steps"] - ase_run["steps"]) <= np.maximum(1, 0.1 * ase_run["steps"])).all()
@@ -186,8 +194,9 @@ def test_shard_batched_agrees_with_ase(tiny_point: tuple[str, Path], tmp_path: P
 
 
 def test_family_without_batched_evaluation_falls_back_to_its_calculator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlff2d.families
     from types import SimpleNamespace
+
+    import mlff2d.families
 
     family = SimpleNamespace(calculator=lambda model_path, device=None: Toy())
     monkeypatch.setattr(mlff2d.families, "get_family", lambda name: family)

@@ -493,7 +493,9 @@ def batch_evaluator(model_path: str | Path, device: str | None = None, default_d
     The model, element table, cutoff, head and dtype come from the ASE calculator
     (:func:`calculator`); the structures become MACE ``AtomicData`` graphs collated into one
     batch, as MACE's ``DataLoader`` does, and the outputs get the calculator's unit factors, so
-    each result equals the calculator's for that structure alone (to float rounding).
+    each result equals the calculator's for that structure alone (to float rounding). A cell
+    that is not periodic along z is evaluated as fully periodic with its vacuum (MACE 0.3.16's
+    stress of a ``pbc=(T, T, F)`` slab is wrong, ACEsuit/mace issue 1509).
     """
     calc = calculator(model_path, device, default_dtype)
 
@@ -501,6 +503,15 @@ def batch_evaluator(model_path: str | Path, device: str | None = None, default_d
         return _evaluate_batch(calc, list(structures))
 
     return evaluate
+
+
+def _periodic(atoms: Any) -> Any:
+    """``atoms``, or a copy periodic in all three directions when it has a full cell."""
+    if atoms.pbc.all() or atoms.cell.rank < 3:
+        return atoms
+    out = atoms.copy()
+    out.pbc = True
+    return out
 
 
 def _evaluate_batch(calc: Any, structures: list[Any]) -> list[tuple[float, Any, Any]]:
@@ -512,6 +523,7 @@ def _evaluate_batch(calc: Any, structures: list[Any]) -> list[tuple[float, Any, 
 
     if not structures:
         return []
+    structures = [_periodic(atoms) for atoms in structures]
     keyspec = mace_data.KeySpecification(info_keys=calc.info_keys, arrays_keys={**calc.arrays_keys, calc.charges_key: "charges"})
     with torch_tools.default_dtype(calc.default_dtype):
         graphs = [
