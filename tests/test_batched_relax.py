@@ -120,8 +120,25 @@ def test_one_failing_structure_does_not_fail_the_batch() -> None:
     assert all(isinstance(x, tuple) for x in out) and budget.atoms < 64 and halved
 
 
-def test_automatic_budget_on_cpu() -> None:
+def test_automatic_budget_on_cpu_and_from_cuda_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AtomBudget(0, "cpu").atoms == 256 and AtomBudget(40, "cpu").atoms == 40
+    assert AtomBudget(40, "cuda").atoms == 40
+    torch = pytest.importorskip("torch")
+    # a first call of 2048 atoms that peaks 2048 * 1 MB above the base; 20 GB free: 0.5 * 20e9 / 1e6
+    fake = {"reset_peak_memory_stats": lambda d=None: None, "memory_allocated": lambda d=None: 5_000_000,
+            "max_memory_allocated": lambda d=None: 5_000_000 + 2048 * 1_000_000,
+            "mem_get_info": lambda d=None: (20_000_000_000, 80_000_000_000), "empty_cache": lambda: None}  # fmt: skip
+    for name, value in fake.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    budget = AtomBudget(0, "cuda")
+    assert budget.atoms == 2048
+    budget.before_call()
+    budget.after_call(2048)
+    assert budget.atoms == 10_000
+    budget.after_call(10)  # measured once only
+    assert budget.atoms == 10_000
+    budget.halve()
+    assert budget.atoms == 5000
 
 
 # ------------------------------------------------------------------------- tiny real models

@@ -252,34 +252,41 @@ class AtomBudget:
     """The most atoms per batched call; on CUDA, sized from the memory one call used per atom."""
 
     def __init__(self, batch_atoms: int = 0, device: str | None = None) -> None:
-        self.cuda = bool(device) and str(device).startswith("cuda")
+        self.device = str(device or "cpu")
+        self.cuda = self.device.startswith("cuda")
         self.fixed = int(batch_atoms) > 0
         self.atoms = int(batch_atoms) if self.fixed else (GPU_START_ATOMS if self.cuda else CPU_BATCH_ATOMS)
-        self._measured = False
+        self._measure = self.cuda and not self.fixed
+        self._base = 0
 
     def before_call(self) -> None:
-        if self.cuda and not self.fixed and not self._measured:
+        """Before a call: start measuring the CUDA memory of the first automatic one."""
+        if self._measure:
             import torch
 
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
 
     def after_call(self, n_atoms: int) -> None:
-        """After the first automatic CUDA call: budget = memory share / peak bytes per atom."""
-        if not (self.cuda and not self.fixed and not self._measured) or n_atoms < 1:
+        """After the first automatic CUDA call: budget = memory share × free / peak bytes per atom."""
+        if not self._measure or n_atoms < 1:
             return
         import torch
 
-        per_atom = max(1.0, (torch.cuda.max_memory_allocated() - self._base) / n_atoms)
-        free, _total = torch.cuda.mem_get_info()
+        per_atom = max(1.0, (torch.cuda.max_memory_allocated(self.device) - self._base) / n_atoms)
+        free, _total = torch.cuda.mem_get_info(self.device)
         self.atoms = int(min(GPU_MAX_ATOMS, max(GPU_START_ATOMS // 4, GPU_MEMORY_SHARE * free / per_atom)))
-        self._measured = True
-        logger.info("batched relaxation on CUDA: %.0f bytes per atom, batch budget %d atoms", per_atom, self.atoms)
+        self._measure = False
+        logger.info("batched relaxation on %s: %.0f bytes per atom, batch budget %d atoms", self.device, per_atom, self.atoms)
 
     def halve(self) -> None:
-        """After an out-of-memory error."""
+        """After an out-of-memory error: half the budget (and no more measuring)."""
         self.atoms = max(1, self.atoms // 2)
-        self._measured = True
+        self._measure = False
+        if self.cuda:
+            import torch
+
+            torch.cuda.empty_cache()
         logger.warning("out of memory: batch budget halved to %d atoms", self.atoms)
 
 
