@@ -222,3 +222,15 @@ def test_family_without_batched_evaluation_falls_back_to_its_calculator(tmp_path
     ase.io.write(start, [cu_bilayer(material_id="good-0"), mx2(material_id="nan-0")], format="extxyz")
     out = relax_shard("toy", tmp_path, start, 0, 5, tmp_path / "r.parquet", tmp_path / "s.extxyz", engine="batched")
     assert out["failure"].tolist() == ["", "non_finite_energy"]
+
+
+def test_engine_and_batch_size_come_from_the_schema_to_the_rule() -> None:
+    from mlff2d.cli import build_parser
+    from mlff2d.config import load_schema
+
+    relax_schema = load_schema()["properties"]["relax"]["properties"]
+    args = build_parser().parse_args(["relax", "--family", "mace", "--point", "p", "--start", "s", "--shard", "0",
+                                      "--shard-size", "1", "--records", "r", "--structures", "x"])  # fmt: skip
+    assert (args.engine, args.batch_atoms) == (relax_schema["engine"]["default"], relax_schema["batch_atoms"]["default"]) == ("batched", 0)
+    rule = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "relax.smk").read_text()
+    assert "--engine {params.r[engine]} --batch-atoms {params.r[batch_atoms]}" in rule and "gpu=relax_gpus" in rule
