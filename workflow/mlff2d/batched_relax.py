@@ -17,8 +17,10 @@ model is called once per round for all structures in flight:
 
 So FIRE's state (dt, α, velocities, step count) is each structure's own ASE object and the step
 counts are the ASE path's up to the float differences between a batched and a single model
-evaluation. A batched call that raises is split in halves until the structures that raise are
-found (a CUDA out-of-memory error also halves the atom budget); only those get ``exception``.
+evaluation. A batched call that raises, or that gives a non-finite result while covering several
+structures (a NaN in one graph can reach the others' forces through the batched backward pass),
+is split in halves until the structures at fault are found (a CUDA out-of-memory error also
+halves the atom budget); only those get ``exception`` or ``non_finite_energy``.
 
 The atom budget (:func:`batch_budget`): ``batch_atoms`` when set; else :data:`CPU_BATCH_ATOMS`
 on the CPU, and on CUDA a start of :data:`GPU_START_ATOMS` that is raised after the first call
