@@ -222,6 +222,11 @@ class CallCounter:
         if str(record.msg).startswith("batched relaxation:"):
             self.calls += int(record.args[1])
 
+    def close(self) -> None:
+        import logging
+
+        logging.getLogger("mlff2d.batched_relax").removeHandler(self.handler)
+
 
 def run_engine(family: str, point: Path, start: Path, engine: str, args: argparse.Namespace) -> dict[str, Any]:
     """One ``relax_shard`` of the whole start file with ``engine``; its wall time and records."""
@@ -235,6 +240,7 @@ def run_engine(family: str, point: Path, start: Path, engine: str, args: argpars
                           fmax=args.fmax, max_steps=args.max_steps, device="cpu", engine=engine,
                           batch_atoms=args.batch_atoms)  # fmt: skip
     wall = time.perf_counter() - t0
+    counter.close()
     calls = counter.calls if engine == "batched" else int(records["steps"].sum() + n)
     return {"wall_s": wall, "per_s": n / wall, "calc_share": float(records["calc_time_s"].sum() / wall),
             "model_calls": calls, "records": records}  # fmt: skip
