@@ -1,9 +1,22 @@
-"""Relaxation benchmark: time inside the calculator, and two shards on two cores against one.
+"""Relaxation benchmarks: the batched engine against one-by-one ASE, and two shards against one.
 
-    .venv/main/bin/python bench/relax.py                      # tiny M3GNet, 40 structures, 2 rounds (~2 min)
-    .venv/main/bin/python bench/relax.py --fmax 0.05          # longer relaxations (~4 min)
-    .venv/main/bin/python bench/relax.py --model default      # the family's default model size
+    .venv/main/bin/python bench/relax.py                      # engines: both families, 120 structures (~4 min)
+    .venv/main/bin/python bench/relax.py --families mace --structures 100 --batch-atoms 128
+    .venv/main/bin/python bench/relax.py shards               # tiny M3GNet, 40 structures, 2 rounds (~2 min)
+    .venv/main/bin/python bench/relax.py shards --model default --fmax 0.05
 
+**Engines** (the default): for each family one tiny model, trained once (cached in
+bench/out/relax/engines_<family>/) by ``mlff2d.sweep.train_point`` on the same 60
+Lennard-Jones-labelled MoS2/WSe2 monolayers (M3GNet: ``MODELS["tiny"]``, 20 epochs; MACE:
+``MACE_SIZES[--mace-size]``, 20 epochs), relaxes the same start file (below; default 120 structures, 7 atoms on average)
+with ``relax_shard(engine="ase")`` and ``relax_shard(engine="batched")`` in this process, one
+torch/BLAS thread, fmax 0.1 eV/Å, max_steps 300; the order of the two alternates per round.
+Reported per family: structures per second (structures / ``relax_shard`` wall time, model load
+and I/O included), the speed-up, the share of time in the model, model calls, and the
+agreement (same outcome per structure; largest energy-per-atom and area-per-atom difference;
+step-count ratio). Output: a summary on stdout and bench/out/relax_engines.json.
+
+**Shards** (``shards``):
 Model: a tiny M3GNet (nblocks 1, units 16, embeddings 16; ``--model default``: the family's
 default size, nblocks 3, units 64) trained for 20 epochs (lr 3e-3, stress weight 1, batch 8)
 with ``mlff2d.sweep.train_point`` on 60 Lennard-Jones-labelled MoS2/WSe2 monolayers (3 and 6
@@ -72,14 +85,15 @@ def mx2(symbols: str, a: float) -> Any:
     return Atoms(symbols, scaled_positions=frac, cell=cell, pbc=True)
 
 
-def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
+def training_atoms(n: int, seed: int) -> list[Any]:
+    """Strained, rattled MoS2/WSe2 monolayers (3 or 6 atoms) whose calculator holds
+    Lennard-Jones labels plus per-element offsets."""
     import numpy as np
     from ase.calculators.lj import LennardJones
-
-    from mlff2d.export import m3gnet_row
+    from ase.calculators.singlepoint import SinglePointCalculator
 
     rng = np.random.default_rng(seed)
-    rows = []
+    out = []
     for i in range(n):
         symbols, a = COMPOUNDS[i % 2]
         atoms = mx2(symbols, a)
@@ -89,8 +103,30 @@ def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
         atoms.positions += rng.normal(0.0, 0.05, atoms.positions.shape)
         atoms.calc = LennardJones(sigma=2.2, epsilon=0.2, rc=6.0, smooth=True)
         energy = atoms.get_potential_energy() + sum(OFFSETS[z] for z in atoms.numbers)
-        rows.append(m3gnet_row(atoms, f"train-{seed}-{i}", 0, energy))
-    return rows
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=atoms.get_forces(), stress=atoms.get_stress())
+        atoms.info["material_id"] = f"train-{seed}-{i}"
+        out.append(atoms)
+    return out
+
+
+def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    from mlff2d.export import m3gnet_row
+
+    return [m3gnet_row(a, a.info["material_id"], 0) for a in training_atoms(n, seed)]
+
+
+def write_mace_data(data: Path) -> Path:
+    """The same training frames in the MACE export (extxyz, ``REF_*`` labels)."""
+    import ase.io
+
+    data.mkdir(parents=True, exist_ok=True)
+    for split, frames in (("train", training_atoms(60, 0)), ("val", training_atoms(12, 1))):
+        for a in frames:
+            a.info["REF_energy"], a.info["REF_stress"] = a.get_potential_energy(), a.get_stress()
+            a.arrays["REF_forces"] = a.get_forces()
+            a.calc = None
+        ase.io.write(data / f"{split}.extxyz", frames, format="extxyz")
+    return data
 
 
 def trained_point(model: str) -> Path:
@@ -117,12 +153,13 @@ def trained_point(model: str) -> Path:
     return point
 
 
-def start_file(n: int) -> Path:
+def start_file(n: int, repeat: bool = True) -> Path:
+    """``n`` start structures; with ``repeat`` the second half repeats the first (new ids)."""
     import ase.io
     import numpy as np
 
     rng = np.random.default_rng(123)
-    half = math.ceil(n / 2)
+    half = math.ceil(n / 2) if repeat else n
     structures = []
     for i in range(half):
         symbols, a = COMPOUNDS[(i // 3) % len(COMPOUNDS)]
@@ -135,9 +172,157 @@ def start_file(n: int) -> Path:
     structures = (structures + [a.copy() for a in structures])[:n]
     for i, atoms in enumerate(structures):
         atoms.info["material_id"] = f"bench-{i:03d}"
-    path = WORK / f"start_{n}.extxyz"
+    path = WORK / f"start_{n}{'' if repeat else '_distinct'}.extxyz"
+    path.parent.mkdir(parents=True, exist_ok=True)
     ase.io.write(path, structures, format="extxyz")
     return path
+
+
+# ------------------------------------------------------------------------ engines: batched vs ASE
+
+#: The benchmark's MACE trainings (float64, stress trained): ``tiny`` (the tests' size) and
+#: ``demo`` (config/demo.yaml's size: 16 channels, L = 1, r_max 5 Å).
+MACE_TRAINING = {"epochs": 20, "lr": 0.01, "batch_size": 8, "valid_batch_size": 12, "swa": False, "stress_weight": 10.0, "seed": 7}
+MACE_SIZES = {
+    "tiny": {"num_channels": 8, "max_L": 0, "correlation": 2, "r_max": 4.0},
+    "demo": {"num_channels": 16, "max_L": 1, "correlation": 2, "r_max": 5.0},
+}
+
+
+def engine_point(family: str, mace_size: str = "tiny") -> Path:
+    """A trained model of ``family`` for the engine comparison (trained once, then reused)."""
+    if family == "m3gnet":
+        return trained_point("tiny")
+    point = WORK / f"engines_{family}_{mace_size}"
+    status = point / "status.json"
+    if status.exists() and json.loads(status.read_text())["status"] == "ok":
+        return point
+    from mlff2d.sweep import train_point
+
+    result = train_point(family, write_mace_data(WORK / "data_mace"), point, {**MACE_TRAINING, **MACE_SIZES[mace_size]}, device="cpu")
+    if result["status"] != "ok":
+        raise SystemExit(f"training the benchmark {family} model failed: {result['reason']}")
+    return point
+
+
+class CallCounter:
+    """Counts the model calls the batched relaxer logs."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.calls = 0
+        self.handler = logging.Handler()
+        self.handler.emit = self._emit  # type: ignore[method-assign]
+        logger = logging.getLogger("mlff2d.batched_relax")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self.handler)
+
+    def _emit(self, record: Any) -> None:
+        if str(record.msg).startswith("batched relaxation:"):
+            self.calls += int(record.args[1])
+
+    def close(self) -> None:
+        import logging
+
+        logging.getLogger("mlff2d.batched_relax").removeHandler(self.handler)
+
+
+def run_engine(family: str, point: Path, start: Path, engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One ``relax_shard`` of the whole start file with ``engine``; its wall time and records."""
+    from mlff2d.relax import count_structures, relax_shard
+
+    out = WORK / f"engines_run_{family}_{engine}"
+    counter = CallCounter()
+    n = count_structures(start)
+    t0 = time.perf_counter()
+    records = relax_shard(family, point, start, 0, n, out / "records.parquet", out / "structures.extxyz",
+                          fmax=args.fmax, max_steps=args.max_steps, device="cpu", engine=engine,
+                          batch_atoms=args.batch_atoms)  # fmt: skip
+    wall = time.perf_counter() - t0
+    counter.close()
+    calls = counter.calls if engine == "batched" else int(records["steps"].sum() + n)
+    return {"wall_s": wall, "per_s": n / wall, "calc_share": float(records["calc_time_s"].sum() / wall),
+            "model_calls": calls, "records": records}  # fmt: skip
+
+
+def agreement(ase_records: Any, batched: Any) -> dict[str, Any]:
+    """Same outcome per structure; largest energy and area differences; step-count ratios."""
+    import numpy as np
+
+    good = ase_records["failure"].isin(["", "step_limit"]).to_numpy()
+    steps_a, steps_b = ase_records["steps"].to_numpy(), batched["steps"].to_numpy()
+    moved = good & (steps_a > 0)
+    ratio = steps_b[moved] / steps_a[moved]
+    return {
+        "same_outcome": bool((ase_records["failure"].to_numpy() == batched["failure"].to_numpy()).all()),
+        "outcomes": ase_records["failure"].replace("", "converged").value_counts().to_dict(),
+        "max_energy_diff_eV_per_atom": float(np.abs(ase_records["energy_per_atom"] - batched["energy_per_atom"])[good].max()),
+        "max_area_diff_A2_per_atom": float(np.abs(ase_records["area_per_atom"] - batched["area_per_atom"])[good].max()),
+        "steps_ratio_min_max": [float(ratio.min()), float(ratio.max())],
+        "same_steps_share": float((steps_a == steps_b).mean()),
+        "steps_total_ase": int(steps_a.sum()),
+    }
+
+
+def engines_main(args: argparse.Namespace) -> None:
+    """Both engines on the same structures, per family, side by side (see the docstring)."""
+    import torch
+
+    torch.set_num_threads(1)
+    start = start_file(args.structures, repeat=False)
+    summary: dict[str, Any] = {"structures": args.structures, "fmax": args.fmax, "max_steps": args.max_steps,
+                               "batch_atoms": args.batch_atoms, "mace_size": args.mace_size, "cpus": os.cpu_count(),
+                               "families": {}}  # fmt: skip
+    for family in args.families:
+        point = engine_point(family, args.mace_size)
+        runs: dict[str, list[dict[str, Any]]] = {"ase": [], "batched": []}
+        for r in range(args.rounds):
+            for engine in ("ase", "batched") if r % 2 == 0 else ("batched", "ase"):
+                load = os.getloadavg()[0]
+                runs[engine].append(run_engine(family, point, start, engine, args))
+                res = runs[engine][-1]
+                print(f"{family} round {r + 1} {engine:>7}: {res['per_s']:6.2f} structures/s ({res['wall_s']:.1f} s, "
+                      f"{res['model_calls']} model calls, {100 * res['calc_share']:.0f} % in the model; load before {load:.2f})")  # fmt: skip
+        med = statistics.median
+        per_s = {e: med(x["per_s"] for x in rs) for e, rs in runs.items()}
+        summary["families"][family] = {
+            "structures_per_s": per_s,
+            "speedup": per_s["batched"] / per_s["ase"],
+            "speedup_per_round": [b["per_s"] / a["per_s"] for a, b in zip(runs["ase"], runs["batched"], strict=True)],
+            "model_calls": {e: rs[0]["model_calls"] for e, rs in runs.items()},
+            "agreement": agreement(runs["ase"][0]["records"], runs["batched"][0]["records"]),
+        }
+    print_engines(summary)
+    OUT.mkdir(parents=True, exist_ok=True)
+    summary["load_average_end"] = os.getloadavg()
+    (OUT / "relax_engines.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def print_engines(summary: dict[str, Any]) -> None:
+    print(f"\n{summary['structures']} structures, one CPU thread, fmax {summary['fmax']}, batch_atoms {summary['batch_atoms']} (0 = auto)")
+    print(f"{'family':8} {'ASE /s':>8} {'batched /s':>11} {'speed-up':>9}  agreement")
+    for family, f in summary["families"].items():
+        a = f["agreement"]
+        print(f"{family:8} {f['structures_per_s']['ase']:8.2f} {f['structures_per_s']['batched']:11.2f} {f['speedup']:8.2f}x  "
+              f"same outcome {a['same_outcome']} {a['outcomes']}, |dE| <= {a['max_energy_diff_eV_per_atom']:.1e} eV/atom, "
+              f"|dA| <= {a['max_area_diff_A2_per_atom']:.1e} A2/atom, steps x{a['steps_ratio_min_max'][0]:.2f}..{a['steps_ratio_min_max'][1]:.2f} "
+              f"({100 * a['same_steps_share']:.0f} % identical)")  # fmt: skip
+
+
+def engines_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", choices=("m3gnet", "mace"), default=["m3gnet", "mace"])
+    parser.add_argument("--structures", type=int, default=120)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--batch-atoms", type=int, default=0, help="0: automatic (the relax stage's default)")
+    parser.add_argument("--mace-size", choices=sorted(MACE_SIZES), default="tiny", help="MACE model size (default tiny)")
+    parser.add_argument("--fmax", type=float, default=FMAX)
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    return parser
+
+
+# ------------------------------------------------------------------------- shards: two against one
 
 
 def shard_main(args: argparse.Namespace) -> None:
@@ -159,7 +344,7 @@ def shard_main(args: argparse.Namespace) -> None:
     records = relax_shard(
         "m3gnet", args.point, args.start, args.shard, args.size,
         out / f"records_{args.shard}.parquet", out / f"structures_{args.shard}.extxyz",
-        fmax=args.fmax, max_steps=args.max_steps, device="cpu",
+        fmax=args.fmax, max_steps=args.max_steps, device="cpu", engine=args.engine,
     )  # fmt: skip
     t1, c1 = time.perf_counter(), cpu()
     print(
@@ -176,7 +361,7 @@ def shard_main(args: argparse.Namespace) -> None:
     )
 
 
-def launch(point: Path, start: Path, shards: int, size: int, out: Path, fmax: float, max_steps: int) -> dict[str, Any]:
+def launch(point: Path, start: Path, shards: int, size: int, out: Path, fmax: float, max_steps: int, engine: str = "ase") -> dict[str, Any]:
     """Run ``shards`` shard processes at once; wall time from launch to the last exit."""
     import pandas as pd
 
@@ -184,7 +369,7 @@ def launch(point: Path, start: Path, shards: int, size: int, out: Path, fmax: fl
     env = {**os.environ, **THREAD_ENV, "PYTHONUNBUFFERED": "1"}
     cmds = [
         [sys.executable, __file__, "_shard", "--point", str(point), "--start", str(start), "--shard", str(i),
-         "--size", str(size), "--out", str(out), "--fmax", str(fmax), "--max-steps", str(max_steps)]
+         "--size", str(size), "--out", str(out), "--fmax", str(fmax), "--max-steps", str(max_steps), "--engine", engine]
         for i in range(shards)
     ]  # fmt: skip
     load_before = os.getloadavg()[0]
@@ -210,14 +395,15 @@ def launch(point: Path, start: Path, shards: int, size: int, out: Path, fmax: fl
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def shards_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench/relax.py shards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--structures", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny", help="M3GNet size (default: tiny)")
     parser.add_argument("--fmax", type=float, default=FMAX)
     parser.add_argument("--max-steps", type=int, default=MAX_STEPS)
-    args = parser.parse_args()
+    parser.add_argument("--engine", choices=("ase", "batched"), default="ase", help="relax_shard engine (default ase)")
+    args = parser.parse_args(argv)
     os.environ.update(THREAD_ENV)
 
     t = time.perf_counter()
@@ -231,7 +417,7 @@ def main() -> None:
     for r in range(args.rounds):
         for layout in ["one", "two"] if r % 2 == 0 else ["two", "one"]:
             shards, size = (1, n) if layout == "one" else (2, half)
-            res = launch(point, start, shards, size, WORK / f"run_{args.model}_{layout}_{r}", args.fmax, args.max_steps)
+            res = launch(point, start, shards, size, WORK / f"run_{args.model}_{layout}_{r}", args.fmax, args.max_steps, args.engine)
             runs[layout].append(res)
             per = res["shards"]
             print(
@@ -310,6 +496,10 @@ if __name__ == "__main__":
         p.add_argument("--out", required=True)
         p.add_argument("--fmax", type=float, required=True)
         p.add_argument("--max-steps", type=int, required=True)
+        p.add_argument("--engine", default="ase")
         shard_main(p.parse_args())
+    elif len(sys.argv) > 1 and sys.argv[1] == "shards":
+        shards_main(sys.argv[2:])
     else:
-        main()
+        os.environ.update(THREAD_ENV)
+        engines_main(engines_parser().parse_args())

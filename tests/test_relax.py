@@ -236,7 +236,8 @@ def toy_family(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     return family
 
 
-def test_mixed_shard_records_every_outcome(tmp_path: Path, toy_family: SimpleNamespace) -> None:
+@pytest.mark.parametrize("engine", ["ase", "batched"])
+def test_mixed_shard_records_every_outcome(tmp_path: Path, toy_family: SimpleNamespace, engine: str) -> None:
     structures = [cu_bilayer(material_id="good-0")]
     for kind in ("nan", "raise", "push", "drift"):
         structures.append(mx2(material_id=f"{kind}-0"))
@@ -244,7 +245,8 @@ def test_mixed_shard_records_every_outcome(tmp_path: Path, toy_family: SimpleNam
     start = tmp_path / "val_start.extxyz"
     ase.io.write(start, structures, format="extxyz")
     point = write_point(tmp_path / "point", {"status": "ok", "model": str(tmp_path / "point" / "model")})
-    out = relax_shard("toy", point, start, 0, 10, tmp_path / "r.parquet", tmp_path / "s.extxyz", max_steps=200, device="cpu")
+    out = relax_shard("toy", point, start, 0, 10, tmp_path / "r.parquet", tmp_path / "s.extxyz", max_steps=200, device="cpu",
+                      engine=engine, batch_atoms=8)
     assert toy_family.loads == [(str(tmp_path / "point" / "model"), "cpu")]
     expected = ["", "non_finite_energy", "exception: RuntimeError: boom: the model broke", "exploded", "step_limit", ""]
     assert out["failure"].tolist() == expected

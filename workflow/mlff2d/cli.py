@@ -24,6 +24,13 @@ def _set_threads(n: int) -> None:
         sys.modules["torch"].set_num_threads(n)
 
 
+def _relax_default(key: str) -> object:
+    """The config schema's default of ``relax.<key>`` (a setting has one default: the schema)."""
+    from mlff2d.config import load_schema
+
+    return load_schema()["properties"]["relax"]["properties"][key]["default"]
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
     from mlff2d.ingest import Source, ingest
 
@@ -139,7 +146,7 @@ def cmd_relax(args: argparse.Namespace) -> None:
 
     records = relax_shard(args.family, Path(args.point), Path(args.start), args.shard, args.shard_size,
                           Path(args.records), Path(args.structures), fmax=args.fmax, max_steps=args.max_steps,
-                          device=args.device)
+                          device=args.device, engine=args.engine, batch_atoms=args.batch_atoms)
     failed = records["failure"].fillna("").ne("").sum() if len(records) else 0
     log.info("shard %d: %d structures relaxed, %d not converged or failed", args.shard, len(records), failed)
 
@@ -402,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--records", required=True, help="output records (.parquet)")
     s.add_argument("--structures", required=True, help="output final structures (.extxyz)")
     s.add_argument("--device", default=None)
+    s.add_argument("--engine", choices=("ase", "batched"), default=_relax_default("engine"),
+                   help="ase: one structure per model call; batched: many (default: the config schema's)")
+    s.add_argument("--batch-atoms", type=int, default=_relax_default("batch_atoms"),
+                   help="batched engine: most atoms per model call, 0 = automatic (default: the config schema's)")
     s.set_defaults(func=cmd_relax)
 
     s = sub.add_parser("gather-relax", help="concatenate relaxation shards in order")

@@ -1,7 +1,9 @@
 """Relaxation of the val/test start structures with a trained force field (thesis 4.1–4.2).
 
 Every model family is used only through its ASE calculator
-(``mlff2d.families.get_family(family).calculator(model, device)``), so this module never
+(``mlff2d.families.get_family(family).calculator(model, device)``, engine ``ase``) or its
+batched evaluation (``batch_evaluator(model, device)``, engine ``batched``, the default: many
+structures per model call, :mod:`mlff2d.batched_relax`, same outcomes), so this module never
 branches on the family.
 
 One relaxation (:func:`relax_structure`): ASE's FIRE on
@@ -33,7 +35,7 @@ Energy per atom and area per atom are recorded for converged and step-limit runs
 structure is a real structure); they are NaN for the other failures. A failure never raises.
 
 A shard (:func:`relax_shard`) relaxes a contiguous slice of a start file with the model of one
-sweep point, loading the calculator once. A point whose training failed, or whose model does
+sweep point, loading the model once. A point whose training failed, or whose model does
 not load, gives every structure ``"training_failed: <reason>"`` / ``"model_failed: <reason>"``
 and the shard still writes its files. :func:`gather` concatenates the shards in order.
 """
@@ -535,8 +537,13 @@ def read_shard(start_file: str | Path, shard: int, shard_size: int) -> list[Atom
     return list(ase.io.read(start_file, index=f"{lo}:{hi}", format="extxyz"))
 
 
-def _load_calculator(family: str, point_dir: Path, device: str | None) -> tuple[Any, str]:
-    """The sweep point's calculator, or None and the failure every structure gets."""
+ENGINES = ("ase", "batched")
+
+
+def _load_model(family: str, point_dir: Path, device: str | None, engine: str = "ase") -> tuple[Any, str]:
+    """The sweep point's model, or None and the failure every structure gets: an ASE calculator
+    (engine ``ase``) or a batched evaluator (``batched``; the family's ``batch_evaluator``, else
+    its calculator one structure at a time)."""
     status = json.loads((point_dir / "status.json").read_text())
     if status.get("status") != "ok":
         return None, "training_failed: " + _clean_message(status.get("reason") or f"status {status.get('status')!r}")
@@ -546,7 +553,14 @@ def _load_calculator(family: str, point_dir: Path, device: str | None) -> tuple[
         model = Path(status["model"])
         if not model.is_absolute() and not model.exists():
             model = point_dir / model
-        return get_family(family).calculator(model, device), ""
+        module = get_family(family)
+        if engine == "ase":
+            return module.calculator(model, device), ""
+        from mlff2d.batched_relax import calculator_evaluator
+
+        if callable(getattr(module, "batch_evaluator", None)):
+            return module.batch_evaluator(model, device), ""
+        return calculator_evaluator(module.calculator(model, device)), ""
     except Exception as exc:
         return None, f"model_failed: {_exception_text(exc)}"
 
@@ -571,39 +585,53 @@ def relax_shard(
     fmax: float = 0.1,
     max_steps: int = 1000,
     device: str | None = None,
+    engine: str = "batched",
+    batch_atoms: int = 0,
 ) -> pd.DataFrame:
     """Relax one shard of ``start_file`` with the model of sweep point ``point_dir``.
 
     Reads ``point_dir/status.json`` (a missing file is an error: it is the training rule's
-    output) and loads the calculator once. Writes the records (Parquet, :data:`RECORD_SCHEMA`)
+    output) and loads the model once. ``engine`` ``ase`` relaxes one structure at a time with
+    the ASE calculator (:func:`relax_structure`); ``batched`` relaxes many per model call
+    (:func:`mlff2d.batched_relax.relax_batched`, at most ``batch_atoms`` atoms per call, 0:
+    automatic), with the same outcomes. Writes the records (Parquet, :data:`RECORD_SCHEMA`)
     and the final structures (extxyz, same order, info ``material_id``, ``converged`` and
     ``failure`` – absent when converged, as extxyz cannot hold an empty string; the start
     structure where there is no final one) and returns the records.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown relaxation engine {engine!r}; one of {ENGINES}")
     point_dir = Path(point_dir)
     structures = read_shard(start_file, shard, shard_size)
-    calc, load_failure = (None, "") if not structures else _load_calculator(family, point_dir, device)
+    model, load_failure = (None, "") if not structures else _load_model(family, point_dir, device, engine)
     if load_failure:
         logger.warning("%s: %s; recording it for all %d structures", point_dir, load_failure, len(structures))
-    records, finals = [], []
-    for atoms in structures:
-        if load_failure:
-            final = _final_structure(atoms, False, load_failure)
-            record = _record(final, failure=load_failure)
-        else:
-            final, record = relax_structure(atoms, calc, fmax=fmax, max_steps=max_steps)
-            logger.info(
-                "%s %s: %s after %d steps, %.2f s (%.0f %% in the calculator)",
-                record["material_id"], record["formula"], record["failure"] or "converged", record["steps"],
-                record["wall_time_s"], 100 * record["calc_time_s"] / max(record["wall_time_s"], 1e-12),
-            )  # fmt: skip
-        records.append(record)
-        finals.append(final)
-    Path(structures_out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(structures_out).with_name(f".{Path(structures_out).name}.tmp")
-    ase.io.write(tmp, finals, format="extxyz")
-    os.replace(tmp, structures_out)
-    return write_records(records, records_out)
+        finals = [_final_structure(atoms, False, load_failure) for atoms in structures]
+        results = [(final, _record(final, failure=load_failure)) for final in finals]
+    elif engine == "batched" and structures:
+        from mlff2d.batched_relax import Limits, batch_budget, relax_batched
+        from mlff2d.families import pick_device
+
+        budget = batch_budget(batch_atoms, pick_device(device))
+        results = relax_batched(structures, model, Limits(fmax=fmax, max_steps=max_steps), budget)
+    else:
+        results = [relax_structure(atoms, model, fmax=fmax, max_steps=max_steps) for atoms in structures]
+    for _, record in results if not load_failure else []:
+        logger.info(
+            "%s %s: %s after %d steps, %.2f s (%.0f %% in the model)",
+            record["material_id"], record["formula"], record["failure"] or "converged", record["steps"],
+            record["wall_time_s"], 100 * record["calc_time_s"] / max(record["wall_time_s"], 1e-12),
+        )  # fmt: skip
+    _write_structures([final for final, _ in results], structures_out)
+    return write_records([record for _, record in results], records_out)
+
+
+def _write_structures(finals: Sequence[Atoms], path: str | Path) -> None:
+    """Write the final structures (extxyz) through a temporary file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    ase.io.write(tmp, list(finals), format="extxyz")
+    os.replace(tmp, path)
 
 
 def gather(

@@ -208,6 +208,11 @@ def sweep_targets(family):
     return [f"{p}/status.json" for p in sweep_points(family)] + [f"{UFF}/{family}/validation_curves.png"]
 
 
+def relax_gpus(wildcards):
+    """GPUs of a relaxation job (relax.gpu; 0 runs on the CPU)."""
+    return config["relax"]["gpu"]
+
+
 def relax_mem_mb(wildcards, attempt):
     """Memory of a relaxation job, doubled on each retry."""
     return config["relax"]["mem_mb"] * 2 ** (attempt - 1)

@@ -24,12 +24,14 @@ rule relax_shard:
         f"{BENCH}/relax/{{model}}/{{relax_set}}/{{shard}}.tsv"
     threads: 1
     resources:
+        gpu=relax_gpus,
         mem_mb=relax_mem_mb,
         runtime=relax_runtime,
     shell:
         "mlff2d relax --family {params.family} --point {params.point}"
         " --start {input.sets}/{wildcards.relax_set}_start.extxyz --shard {wildcards.shard}"
         " --shard-size {params.r[shard_size]} --fmax {params.r[fmax]} --max-steps {params.r[max_steps]}"
+        " --engine {params.r[engine]} --batch-atoms {params.r[batch_atoms]}"
         " --records {output.records} --structures {output.structures} > {log} 2>&1"
 
 

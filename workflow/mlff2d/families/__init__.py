@@ -12,7 +12,12 @@ Each family module (``mlff2d.families.<name>``) provides:
   ``init_model`` fine-tunes from a trained model of the same family instead of starting from
   scratch (transfer learning);
 * ``calculator(model_path, device=None) -> ase.calculators.calculator.Calculator`` – an ASE
-  calculator returning energy (eV), forces (eV/Å) and stress (eV/Å³, tension positive).
+  calculator returning energy (eV), forces (eV/Å) and stress (eV/Å³, tension positive);
+* ``batch_evaluator(model_path, device=None)`` (optional) – a callable taking a list of Atoms
+  and returning, per structure, ``(energy eV, forces eV/Å, stress eV/Å³ Voigt, tension
+  positive)`` from one model call: the same numbers as the calculator, for the batched
+  relaxation engine (:mod:`mlff2d.batched_relax`). A family without one is relaxed through its
+  calculator, one structure at a time.
 
 Adding a family means one new module here plus its block in the config.
 """

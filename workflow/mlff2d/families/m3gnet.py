@@ -535,3 +535,49 @@ def calculator(model_path: str | Path, device: str | None = None) -> Calculator:
     potential.eval()
     potential.to(pick_device(device))
     return PeriodicPESCalculator(potential, stress_unit="eV/A3", use_voigt=True)
+
+
+def batch_evaluator(model_path: str | Path, device: str | None = None) -> Any:
+    """Batched evaluation of a saved potential: a callable ``list[Atoms] -> list[(energy eV,
+    forces eV/Å, stress eV/Å³ Voigt, tension positive)]``, one potential call per list.
+
+    Potential, graph converter and stress unit come from the ASE calculator
+    (:func:`calculator`); the graphs are batched as ``collate_fn_pes`` does (a PyG ``Batch``,
+    the lattices stacked), so each result equals the calculator's for that structure alone (to
+    float32 rounding). Cells are made periodic in all three directions, as there.
+    """
+    calc = calculator(model_path, device)
+
+    def evaluate(structures: Any) -> list[tuple[float, Any, Any]]:
+        return _evaluate_batch(calc, list(structures))
+
+    return evaluate
+
+
+def _evaluate_batch(calc: Any, structures: list[Any]) -> list[tuple[float, Any, Any]]:
+    """One ``Potential`` call over ``structures`` (see :func:`batch_evaluator`)."""
+    import torch
+    from ase.stress import full_3x3_to_voigt_6_stress
+    from torch_geometric.data import Batch
+
+    if not structures:
+        return []
+    graphs, lattices, states = [], [], []
+    for atoms in structures:
+        if not atoms.pbc.all():
+            atoms = atoms.copy()
+            atoms.pbc = True
+        g, lat, state = calc._atoms2graph.get_graph(atoms)  # noqa: SLF001 (the calculator's own converter)
+        graphs.append(g)
+        lattices.append(lat.reshape(1, 3, 3))
+        states.append(torch.as_tensor(np.asarray(state)))
+    state_attr = torch.stack(states) if calc.state_attr is None else calc.state_attr
+    energies, forces, stresses = calc.potential(Batch.from_data_list(graphs), torch.cat(lattices), state_attr)[:3]
+    energies = energies.detach().cpu().numpy().reshape(-1)
+    forces = forces.detach().cpu().numpy()
+    stresses = stresses.detach().cpu().numpy().reshape(-1, 3, 3) * calc.conversion_factor
+    ends = np.cumsum([len(a) for a in structures])
+    return [
+        (float(energies[i]), forces[ends[i] - len(structures[i]) : ends[i]], full_3x3_to_voigt_6_stress(stresses[i]))
+        for i in range(len(structures))
+    ]

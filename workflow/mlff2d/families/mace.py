@@ -486,6 +486,69 @@ def calculator(model_path: str | Path, device: str | None = None, default_dtype:
     return MACECalculator(model_paths=str(model_path), device=pick_device(device), default_dtype=default_dtype)
 
 
+def batch_evaluator(model_path: str | Path, device: str | None = None, default_dtype: str = "float64") -> Any:
+    """Batched evaluation of a trained model: a callable ``list[Atoms] -> list[(energy eV,
+    forces eV/Å, stress eV/Å³ Voigt, tension positive)]``, one model call per list.
+
+    The model, element table, cutoff, head and dtype come from the ASE calculator
+    (:func:`calculator`); the structures become MACE ``AtomicData`` graphs collated into one
+    batch, as MACE's ``DataLoader`` does, and the outputs get the calculator's unit factors, so
+    each result equals the calculator's for that structure alone (to float rounding). A cell
+    that is not periodic along z is evaluated as fully periodic with its vacuum (MACE 0.3.16's
+    stress of a ``pbc=(T, T, F)`` slab is wrong, ACEsuit/mace issue 1509).
+    """
+    calc = calculator(model_path, device, default_dtype)
+
+    def evaluate(structures: Any) -> list[tuple[float, Any, Any]]:
+        return _evaluate_batch(calc, list(structures))
+
+    return evaluate
+
+
+def _periodic(atoms: Any) -> Any:
+    """``atoms``, or a copy periodic in all three directions when it has a full cell."""
+    if atoms.pbc.all() or atoms.cell.rank < 3:
+        return atoms
+    out = atoms.copy()
+    out.pbc = True
+    return out
+
+
+def _evaluate_batch(calc: Any, structures: list[Any]) -> list[tuple[float, Any, Any]]:
+    """One forward pass of ``calc``'s model over ``structures`` (see :func:`batch_evaluator`)."""
+    import torch
+    from ase.stress import full_3x3_to_voigt_6_stress
+    from mace import data as mace_data
+    from mace.tools import torch_geometric, torch_tools
+
+    if not structures:
+        return []
+    structures = [_periodic(atoms) for atoms in structures]
+    keyspec = mace_data.KeySpecification(info_keys=calc.info_keys, arrays_keys={**calc.arrays_keys, calc.charges_key: "charges"})
+    with torch_tools.default_dtype(calc.default_dtype):
+        graphs = [
+            mace_data.AtomicData.from_config(
+                mace_data.config_from_atoms(atoms, key_specification=keyspec, head_name=calc.head),
+                z_table=calc.z_table, cutoff=calc.r_max, heads=calc.available_heads,
+            )
+            for atoms in structures
+        ]  # fmt: skip
+    batch = torch_geometric.Batch.from_data_list(graphs).to(calc.device)
+    model = calc.models[0]
+    dtype = next(model.parameters()).dtype
+    batch_dict = {k: (v.to(dtype) if torch.is_tensor(v) and torch.is_floating_point(v) else v) for k, v in batch.to_dict().items()}
+    out = model(batch_dict, compute_stress=True, training=False)
+    e_unit, l_unit = calc.energy_units_to_eV, calc.length_units_to_A
+    energies = (out["energy"].detach().cpu().numpy() * e_unit).tolist()
+    forces = out["forces"].detach().cpu().numpy() * (e_unit / l_unit)
+    stresses = out["stress"].detach().cpu().numpy() * (e_unit / l_unit**3)
+    ptr = batch["ptr"].cpu().numpy()
+    return [
+        (float(energies[i]), forces[ptr[i] : ptr[i + 1]], full_3x3_to_voigt_6_stress(stresses[i]))
+        for i in range(len(structures))
+    ]
+
+
 if __name__ == "__main__":  # a rank of a distributed training (see distributed_command)
     import sys
 
