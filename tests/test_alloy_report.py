@@ -126,3 +126,21 @@ def test_crossover_is_the_smallest_fraction_from_which_normal_keeps_up(campaign:
     assert float(strict.iloc[0]["crossover_fraction"]) == 1.0
     never = crossover(curve.assign(energy_mae=curve["energy_mae"].where(curve["mode"] == "normal", 0.1)), 0.0)
     assert never.iloc[0]["crossover_fraction"] == "never"
+
+
+def test_full_models_are_fraction_one_of_the_learning_curve() -> None:
+    """A curve without its own fraction-1 models takes the full alloy models (the same training)."""
+    from mlff2d.alloy_report import learning_curve_table
+
+    rows = []
+    for mode, energies in (("normal", {0.25: 9.0, None: 3.0}), ("transfer", {0.25: 4.0, None: 2.9})):
+        for frac, e in energies.items():
+            rows.append({"family": "mace", "dataset": "IrRuS2", "mode": mode, "ecut": "1e6", "split": SPLIT,
+                         "frac": None if frac is None else str(frac), "set": "test", "status": "ok",
+                         "n_train_materials": 84 if frac is None else 21, "n_train_frames": 0,
+                         "energy_mae": e, "area_mae": 0.01})  # fmt: skip
+    curve = learning_curve_table(pd.DataFrame(rows))
+    assert curve[["mode", "frac", "energy_mae"]].values.tolist() == [
+        ["normal", 0.25, 9.0], ["normal", 1.0, 3.0], ["transfer", 0.25, 4.0], ["transfer", 1.0, 2.9]]
+    table = crossover(curve, tolerance=0.1)
+    assert table.iloc[0]["verdict"] == "normal matches transfer from fraction 1"

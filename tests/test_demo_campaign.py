@@ -82,9 +82,10 @@ def test_demo_campaign(tmp_path: Path) -> None:
     assert table_4_1["baseline"].notna().all() and (table_4_1["n"] == n_val).any()
     assert "compare_val" in (demo / "ptables" / "index.md").read_text()
 
-    # transfer learning to the alloys (thesis 4.3): normal and transfer, two alloys and the combined set
+    # transfer learning to the alloys (thesis 4.3): normal and transfer, two alloys (and the combined set)
     alloys = config["alloys"]
-    datasets = [d["name"] for d in alloys["datasets"]] + ["alloys"]
+    names = [d["name"] for d in alloys["datasets"]]
+    datasets = names + (["alloys"] if alloys["combined"] else [])
     for family in alloys["families"]:
         for dataset in datasets:
             for mode in ("normal", "transfer"):
@@ -93,36 +94,49 @@ def test_demo_campaign(tmp_path: Path) -> None:
                 for status in models:
                     assert json.loads(status.read_text())["status"] == "ok", status
                     assert json.loads((status.parent / "relax" / "test" / "summary.json").read_text())["n"] > 0
-    for dataset in [d["name"] for d in alloys["datasets"]]:  # >= 8 val and 8 test structures per alloy
+    # >= 8 val and 8 test structures per alloy; the normal models relax areas better than the
+    # unrelaxed starts do; their energies beat the composition baseline (whose error is the mixing
+    # energy, ~1 meV/atom for MoWS2) where the mixing energies are larger than the models' error,
+    # and every model that does not beat it is named in the diagnostics
+    flagged = set(pd.read_csv(demo / "diagnostics.csv").query("check == 'not_better_than_baseline'")[["model", "set"]].itertuples(index=False))
+    base_test = {}
+    for dataset in names:
         split = pd.read_csv(demo / "data" / dataset / "split~80-10-10.csv")["split"].value_counts()
         assert split["val"] >= 8 and split["test"] >= 8, (dataset, split.to_dict())
-        for family in alloys["families"]:  # the normal models beat the composition baseline
-            for model in (demo / "alloys" / family / dataset / "normal").glob("ecut~*/split~80-10-10"):
-                for relax_set in ("val", "test"):
-                    got = json.loads((model / "relax" / relax_set / "summary.json").read_text())["energy"]["mae"]
-                    ref = demo / "alloys" / "baseline" / dataset / "split~80-10-10" / relax_set / "summary.json"
-                    assert got < json.loads(ref.read_text())["energy"]["mae"], (model, relax_set)
+        for relax_set in ("val", "test"):
+            ref = json.loads((demo / "alloys" / "baseline" / dataset / "split~80-10-10" / relax_set / "summary.json").read_text())
+            base_test[dataset] = ref["energy"]["mae"]
+            for model in (demo / "alloys").glob(f"*/{dataset}/normal/ecut~*/split~80-10-10"):
+                got = json.loads((model / "relax" / relax_set / "summary.json").read_text())
+                assert got["area"]["mae"] < ref["area"]["mae"], (model, relax_set)
+                worse = got["energy"]["mae"] >= ref["energy"]["mae"]
+                assert worse == ((str(model.relative_to(demo)), relax_set) in flagged), (model, relax_set)
+    widest = max(base_test, key=base_test.get)
+    best_normal = min(json.loads((m / "relax" / "test" / "summary.json").read_text())["energy"]["mae"]
+                      for m in (demo / "alloys").glob(f"*/{widest}/normal/ecut~*/split~80-10-10"))
+    assert best_normal < base_test[widest], (widest, best_normal, base_test[widest])
     sources = list((demo / "alloys").glob("*/*/transfer/ecut~*/split~*/transfer_source.json"))
     assert sources and all(json.loads(s.read_text())["point"] for s in sources)
     tables = demo / "alloys" / "tables"
-    for stem in ("table_4_3", "table_4_4", "table_4_5"):
+    for stem in ("table_4_3", "table_4_4", "table_4_5")[0 if alloys["combined"] else 1 :]:
         text = (tables / f"{stem}_split~80-10-10.md").read_text()
         assert "Energy" in text and "transfer" in text and "normal" in text and "–" not in text, stem
     best = (tables / "table_4_7_split~80-10-10.md").read_text()  # best configuration of each family
-    assert "M3GNet:" in best and "MACE:" in best and "NbMoS2" in best and "–" not in best
+    assert "M3GNet:" in best and "MACE:" in best and all(n in best for n in names) and "–" not in best
     curve = pd.read_csv(tables / "learning_curve.csv")
     assert len(curve) >= 2 * len(alloys["learning_curve"]["fractions"])
     crossover_text = (tables / "learning_curve_crossover.md").read_text()
     assert any(v in crossover_text for v in ("transfer never pays", "transfer pays at every fraction", "normal matches transfer from"))
-    assert (demo / "alloys" / "figures" / "learning_curve_MoWS2.png").stat().st_size > 1000
+    for alloy in alloys["learning_curve"]["alloys"]:
+        assert (demo / "alloys" / "figures" / f"learning_curve_{alloy}.png").stat().st_size > 1000
     assert any(f.stat().st_size > 1000 for f in (demo / "alloys" / "figures").glob("normal_vs_transfer_*.png"))
 
     # formation energies (thesis 4.4): tables 4.8 and 4.9 and figures 4.10 and 4.11
     report = demo / "formation" / "report"
     table_4_8 = pd.read_csv(report / "table_4_8.csv")
-    assert {"MoWS2", "NbMoS2"} <= set(table_4_8.columns)
+    assert set(config["formation"]["alloys"]) <= set(table_4_8.columns)
     table_4_9 = (report / "table_4_9.md").read_text()
-    assert "MoWS2" in table_4_9 and "NbMoS2" in table_4_9
+    assert all(a in table_4_9 for a in config["formation"]["alloys"])
     for stem in ("formation_distribution", "parity_ce"):
         assert (report / f"{stem}.png").stat().st_size > 1000
     formation = pd.read_csv(report / "formation_summary.csv")
@@ -131,9 +145,12 @@ def test_demo_campaign(tmp_path: Path) -> None:
     # the diagnostics: written, and every warning repeated at the end of the run
     diagnostics = (demo / "diagnostics.md").read_text()
     assert diagnostics.startswith("# Diagnostics")
-    for line in diagnostics.splitlines():
-        if line.startswith("- WARNING"):
-            assert line[2:] in out.stdout + out.stderr
+    warnings = [line[2:] for line in diagnostics.splitlines() if line.startswith("- WARNING")]
+    if warnings:
+        assert f"mlff2d: {len(warnings)} diagnostics warnings" in out.stdout + out.stderr
+    assert all(w in out.stdout + out.stderr for w in warnings[:20])
+    # no universal model is flagged on the test set: each learned, moved and beat the baselines there
+    assert not any(w.startswith("WARNING uff/") and ": test " in w for w in warnings), warnings
 
     # one HTML report with every table and figure, captioned
     rep = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], capture_output=True, text=True, env=env, timeout=900)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import importlib.util
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,23 +84,50 @@ def test_committed_files_pass_the_outlier_filter(ingested: tuple[pd.DataFrame, p
 
 
 def test_coverage(ingested: tuple[pd.DataFrame, pd.DataFrame, Path]) -> None:
+    """Dense chemistry: every MX2 of the alloy metals, several starts per compound, and alloy
+    sets large enough for 8 val and 8 test structures at 80:10:10."""
     _, frames, _ = ingested
     first = frames[frames["step"] == 0]
     two_d = first[first["material_id"].str.startswith("demo-2d-")]
-    assert 100 <= len(two_d) <= 140
-    elements_2d = set().union(*(_elements(n) for n in two_d["numbers"]))
-    assert len(elements_2d) >= 25
-    compositions = {frozenset(_elements(n)) for n in two_d["numbers"]}
+    assert 200 <= len(two_d) <= 260
+    compositions = [frozenset(_elements(n)) for n in two_d["numbers"]]
     for m in ALLOY_METALS:
         for x in CHALCOGENS:
-            assert frozenset({m, x}) in compositions, f"no {m}{x}2 in the 2D set"
+            assert compositions.count(frozenset({m, x})) >= 6, f"fewer than 6 {m}{x}2 starts in the 2D set"
     for alloy, (a, b) in ALLOYS.items():
         rows = first[first["material_id"].str.startswith(f"{alloy}-")]
-        assert 20 <= len(rows) <= 30, alloy
+        assert len(rows) >= 80, alloy
         sets = [_elements(n) for n in rows["numbers"]]
         assert {a, "S"} in sets and {b, "S"} in sets, f"{alloy}: end members missing"
         assert all(s <= {a, b, "S"} for s in sets)
         assert rows["n_atoms"].max() <= 18
+
+
+def test_every_val_test_element_is_in_ten_training_materials(ingested: tuple[pd.DataFrame, pd.DataFrame, Path]) -> None:
+    """With the demo config's split (80:10:10, seed 42), each element of a val/test material
+    occurs in at least 10 training materials: what lets a small model generalise."""
+    import yaml
+
+    from mlff2d.split import split_materials
+
+    _, frames, _ = ingested
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    first = frames[(frames["step"] == 0) & frames["material_id"].str.startswith("demo-2d-")].set_index("material_id")
+    split = split_materials(list(first.index), config["splits"]["80-10-10"], config["seed"]).set_index("material_id")["split"]
+    elements = {m: _elements(first.loc[m, "numbers"]) for m in first.index}
+    in_train = pd.Series([e for m, es in elements.items() if split[m] == "train" for e in es]).value_counts()
+    needed = {e for m, es in elements.items() if split[m] != "train" for e in es}
+    assert all(in_train.get(e, 0) >= 10 for e in needed), in_train.to_dict()
+
+
+def test_starts_are_far_from_equilibrium(manifest: dict) -> None:
+    """CHGNet takes at least 10 FIRE steps from each start, from forces above 0.5 eV/Å for
+    nearly all (a few 1×1 cells are strained but keep small atomic forces by symmetry)."""
+    entries = [m for m in manifest["materials"].values() if "problem" not in m]
+    assert all(m["n_frames"] >= 11 for m in entries)
+    two_d = [m for m in entries if "family" in m]
+    assert np.mean([m["fmax_start"] > 0.5 for m in two_d]) >= 0.9
+    assert np.median([m["fmax_start"] for m in entries]) > 1.0
 
 
 def test_stress_magnitude_and_sign(ingested: tuple[pd.DataFrame, pd.DataFrame, Path]) -> None:
@@ -156,7 +182,7 @@ def test_manifest_matches_files(manifest: dict, ingested: tuple[pd.DataFrame, pd
     assert totals["n_materials"] == len(per_material)
     assert totals["total_frames"] == len(frames)
     assert totals["n_dropped"] == len(manifest["dropped"])
-    assert totals["size_bytes"] < 8e6
+    assert totals["size_bytes"] < 12e6
     readme = (DEMO / "README.md").read_text()
     assert "CHGNet" in readme and "not DFT" in readme
     for d in manifest["dropped"]:
@@ -207,9 +233,7 @@ def test_alloy_configurations_are_prefix_stable() -> None:
 def test_tiny_regeneration_matches_committed(manifest: dict, tmp_path: Path) -> None:
     from mlff2d.demo_data import generate_demo
 
-    t0 = time.perf_counter()
-    small = generate_demo(tmp_path, n_2d=2, alloys=["MoWS2"], max_configs=2, seed=manifest["arguments"]["seed"])
-    elapsed = time.perf_counter() - t0
+    small = generate_demo(tmp_path, n_2d=2, alloys=["MoWS2"], max_configs=2, seed=manifest["arguments"]["seed"], starts=1)
     committed = manifest["materials"]
     ids_2d = sorted(k for k in small["materials"] if k.startswith("demo-2d-"))
     assert ids_2d == sorted(k for k in committed if k.startswith("demo-2d-"))[:2]
@@ -234,7 +258,6 @@ def test_tiny_regeneration_matches_committed(manifest: dict, tmp_path: Path) -> 
     # coordinates are rounded to 1e-6 (fractional) in the files: agree to ~0.02 kbar
     assert np.allclose(atoms.get_stress(), np.asarray(row["stress"]), atol=1e-5)
     assert atoms.get_potential_energy() == pytest.approx(row["energy"], abs=1e-3)
-    assert elapsed < 120
 
 
 # ----------------------------------------------------------------------------- (c) formation energies

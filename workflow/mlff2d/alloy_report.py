@@ -303,13 +303,27 @@ def plot_normal_vs_transfer(models: pd.DataFrame, family: str, split: str, relax
 def learning_curve_table(models: pd.DataFrame, relax_set: str = "test") -> pd.DataFrame:
     """Long table of the learning-curve models: dataset, family, mode, frac, n_train_materials,
     n_train_frames, status, energy_mae (meV/atom), area_mae (Å²/atom × 100)."""
-    rows = models[models["frac"].notna() & (models["set"] == relax_set)].copy()
+    rows = with_full_models(models)
+    rows = rows[rows["frac"].notna() & (rows["set"] == relax_set)].copy()
     rows["frac"] = rows["frac"].astype(float)
     ok = rows["status"] == "ok"
     rows["energy_mae"] = rows["energy_mae"].astype(float).where(ok)
     rows["area_mae"] = (100.0 * rows["area_mae"].astype(float)).where(ok)
     cols = ["dataset", "family", "ecut", "split", "mode", "frac", "n_train_materials", "n_train_frames", "status", "energy_mae", "area_mae"]
     return rows[cols].sort_values(["dataset", "family", "mode", "frac"]).reset_index(drop=True)
+
+
+def with_full_models(models: pd.DataFrame) -> pd.DataFrame:
+    """``models`` with the full alloy models added as fraction 1 of every learning curve of the
+    same dataset, family, e_cut and split that has no fraction-1 model of its own (the same
+    training, so the workflow does not train it twice)."""
+    curve = models[models["frac"].notna()]
+    keys = ["dataset", "family", "ecut", "split", "mode"]
+    have_one = {tuple(r) for r in curve.loc[curve["frac"].astype(float) == 1.0, keys].itertuples(index=False)}
+    wanted = {tuple(r) for r in curve[keys].itertuples(index=False)} - have_one
+    full = models[models["frac"].isna()]
+    extra = full[[tuple(r) in wanted for r in full[keys].itertuples(index=False)]].assign(frac="1")
+    return pd.concat([models, extra], ignore_index=True) if len(extra) else models
 
 
 def crossover(curve: pd.DataFrame, tolerance: float) -> pd.DataFrame:

@@ -735,7 +735,7 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
         tex_rows.append([tex_escape(set_text), tex_escape(model_text), *n_text, tex_escape(str(row["quantity"])),
                          *[_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs], *tex_base])
     if has_base:
-        caption += (" Baseline: the composition baseline (energy per atom from per-element energies fitted on"
+        caption = caption.rstrip(".") + "." + (" Baseline: the composition baseline (energy per atom from per-element energies fitted on"
                     " the training split; area of the unrelaxed start structure); a model that does not beat it"
                     " has learned nothing useful.")
     align = "ll" + ("r" if has_n else "") + "l" + "r" * (len(cutoffs) + has_base)

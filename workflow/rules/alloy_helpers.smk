@@ -59,12 +59,14 @@ def curve_models():
     families = _subset_of(LEARNING_CURVE["families"], list(ALLOY_FAMILY_CONFIG), "alloys.learning_curve.families", "alloys.families")
     ecut = _subset_of([fmt_float(LEARNING_CURVE["e_cut"])], ALLOY_ECUTS, "alloys.learning_curve.e_cut", "alloys.e_cuts")[0]
     split = _subset_of([LEARNING_CURVE["split"]], ALLOY_SPLITS, "alloys.learning_curve.split", "alloys.splits")[0]
+    full = set(alloy_models())  # fraction 1 is the full alloy model where one is trained
     return [
         CURVE_MODEL.format(family=f, dataset=d, mode=m, ecut=ecut, split=split, frac=fmt_float(x))
         for d in alloys
         for f in families
         for m in ALLOY_MODES
         for x in LEARNING_CURVE["fractions"]
+        if not (float(x) == 1.0 and ALLOY_MODEL.format(family=f, dataset=d, mode=m, ecut=ecut, split=split) in full)
     ]
 
 
