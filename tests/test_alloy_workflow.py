@@ -114,9 +114,11 @@ def test_a_broken_alloy_shows_a_dash_while_the_others_complete(tmp_path: Path) -
     table = pd.read_csv(work / "results" / "broken" / "alloys" / "tables" / "table_4_4_split~80-10-10.csv")
     markdown = (work / "results" / "broken" / "alloys" / "tables" / "table_4_4_split~80-10-10.md").read_text()
     assert "MoWS2" in markdown and "NbMoS2" in markdown
-    nbmos2 = [line for line in markdown.splitlines() if "NbMoS2" in line]
-    mows2 = [line for line in markdown.splitlines() if "MoWS2" in line]
+    rows = [line.rsplit("|", 2)[0] for line in markdown.splitlines() if line.startswith("|")]  # without the baseline
+    nbmos2 = [line for line in rows if "NbMoS2" in line]
+    mows2 = [line for line in rows if "MoWS2" in line]
     assert nbmos2 and all(line.count("–") == 2 for line in nbmos2)  # transfer and normal, every set
     assert mows2 and all("–" not in line for line in mows2)
-    assert markdown.count("–") == 2 * 2 * 2  # NbMoS2: energy and area, val and test, both modes
+    assert sum(line.count("–") for line in rows) == 2 * 2 * 2  # NbMoS2: energy and area, val and test, both modes
+    assert "Baseline" in markdown and "composition baseline" in markdown
     assert table.filter(like="e_cut").notna().any().any()

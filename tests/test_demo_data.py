@@ -272,10 +272,13 @@ def test_formation_energies() -> None:
     assert sorted(fe["alloy"].unique()) == sorted(FORMATION_ALLOYS)
     for alloy, g in fe.groupby("alloy"):
         ends = g[g["x"].isin([0.0, 1.0])]
-        assert sorted(ends["x"]) == [0.0, 1.0], alloy
-        assert (ends["formation_energy_per_site_eV"] == 0).all()
-        e_a = float(ends.loc[ends["x"] == 0, "energy_per_site_eV"].iloc[0])
-        e_b = float(ends.loc[ends["x"] == 1, "energy_per_site_eV"].iloc[0])
+        assert sorted(set(ends["x"])) == [0.0, 1.0], alloy
+        # the reference is the lowest-energy start of each end member; the other start relaxed to
+        # the same minimum within what fmax 0.05 eV/Å leaves (up to ~1 meV per site)
+        assert (ends.groupby("x")["formation_energy_per_site_eV"].min() == 0).all()
+        assert ends["formation_energy_per_site_eV"].between(0, 2e-3).all(), ends
+        e_a = float(ends.loc[ends["x"] == 0, "energy_per_site_eV"].min())
+        e_b = float(ends.loc[ends["x"] == 1, "energy_per_site_eV"].min())
         expected = g["energy_per_site_eV"] - (1 - g["x"]) * e_a - g["x"] * e_b
         assert np.allclose(g["formation_energy_per_site_eV"], expected, atol=5e-6)  # 6-decimal rounding
         # small mixing energies (a few meV/atom), as for these alloys in DFT

@@ -92,13 +92,15 @@ def test_demo_formation_energies_match_the_demo_table(tmp_path: Path) -> None:
     frame = write_formation_energies("NbMoS2", relax, tmp_path / "fe.csv", tmp_path / "em.json")
     ref = pd.read_csv(DEMO_ALLOYS / "formation_energies.csv", dtype={"material_id": str})
     merged = frame.merge(ref, on="material_id", suffixes=("", "_demo"))
-    assert len(merged) == len(frame) == 24
+    n = len(ref[ref["alloy"] == "NbMoS2"])
+    assert len(merged) == len(frame) == n == 106  # 53 configurations in two starts
     assert np.allclose(merged["formation_energy_per_site_eV"], merged["formation_energy_per_site_eV_demo"], atol=2e-6)
     assert np.allclose(merged["formation_energy_per_atom_eV"], merged["formation_energy_per_atom_eV_demo"], atol=2e-6)
     assert np.allclose(merged["x"], merged["x_demo"], atol=1e-6)
     info = json.loads((tmp_path / "em.json").read_text())
-    assert {v["material_id"] for v in info["end_members"].values()} == {"NbMoS2-0001", "NbMoS2-0002"}
-    assert sum(info["counts"].values()) == 24 and set(read_formation_energies(tmp_path / "fe.csv")["set"]) == {"train", "val", "test"}
+    ends = {v["material_id"] for v in info["end_members"].values()}  # the lower-energy start of each
+    assert len(ends) == 2 and {m[-3:] for m in ends} == {"001", "002"}, ends
+    assert sum(info["counts"].values()) == n and set(read_formation_energies(tmp_path / "fe.csv")["set"]) == {"train", "val", "test"}
 
 
 def test_user_table_with_external_ce_and_units(tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_user_table_with_external_ce_and_units(tmp_path: Path) -> None:
     frame = write_formation_energies("MoWS2", relax, tmp_path / "fe.csv", tmp_path / "em.json",
                                      table={"table": tmp_path / "table.csv", "energy_column": "fe_mev", "unit": "meV/atom",
                                             "external_ce_column": "casm", "alloy_column": "alloy"})
-    assert len(frame) == 23 and "MoWS2-0005" not in set(frame["material_id"])
+    assert len(frame) == 105 and "MoWS2-0005" not in set(frame["material_id"])
     merged = frame.merge(ref, on="material_id", suffixes=("", "_demo"))
     assert np.allclose(merged["formation_energy_per_site_eV"], merged["formation_energy_per_site_eV_demo"], atol=5e-6)  # demo CSV: 6 decimals per atom
     # external CE: +0.5 meV/atom = +1.5 meV/site for MX2

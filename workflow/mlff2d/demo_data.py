@@ -583,10 +583,14 @@ def write_alexandria_file(path: Path, results: list[dict[str, Any]]) -> Path:
 def formation_energies(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Formation energy per metal site of every kept configuration of one alloy, relative to the
     relaxed pure end members of the same set: E_f = [E - (1-x) N e_A - x N e_B] / N, with N metal
-    sites and e_A, e_B the end members' final energies per metal site. Per atom = per site / 3."""
+    sites and e_A, e_B the end members' final energies per metal site (the lowest among their
+    starts, as :func:`mlff2d.formation.end_members` takes them). Per atom = per site / 3."""
     kept = [r for r in results if not r["problem"]]
     e_site = {r["material_id"]: r["frames"][-1]["energy"] / r["n_metal_sites"] for r in kept}
-    ends = {r["x"]: e_site[r["material_id"]] for r in kept if r["x"] in (0.0, 1.0)}
+    ends: dict[float, float] = {}  # the lowest energy per site among the starts of each end member
+    for r in kept:
+        if r["x"] in (0.0, 1.0):
+            ends[r["x"]] = min(ends.get(r["x"], np.inf), e_site[r["material_id"]])
     if set(ends) != {0.0, 1.0}:
         return []
     rows = []
@@ -834,6 +838,14 @@ def render_readme(manifest: dict[str, Any]) -> str:
         "end members of the same set (N metal sites, e_A, e_B their energies per metal site), and "
         "`formation_energy_per_atom_eV` = per site / 3 (one metal per MX2 formula unit).",
         "- `manifest.json`: the statistics below, per file and per material (tests compare against it).",
+        "",
+        "## What these data can and cannot show",
+        "",
+        "They are made for learning: a small model trained for minutes on two cores generalises on them "
+        "(dense chemistry; every element of a val/test material is in many training materials; starts "
+        "far from equilibrium, so relaxations take tens of steps). They cannot show accuracy against DFT "
+        "(the labels are CHGNet's), and the small models of the demo campaign are far from converged. "
+        "The alloys' mixing energies (about 1 meV/atom for MoWS2, 5 for IrRuS2) are CHGNet's, not DFT's.",
         "",
         "## Format and units",
         "",
