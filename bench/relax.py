@@ -485,6 +485,47 @@ def shards_main(argv: list[str]) -> None:
     (OUT / f"relax_{args.model}.json").write_text(json.dumps({"summary": summary, "runs": runs}, indent=1, default=str))
 
 
+def demo_main(argv: list[str]) -> None:
+    """The demo's relaxation stage, ASE against batched: every trained universal point and alloy
+    model of a finished demo campaign relaxes its val and test starts (the demo's fmax and
+    max_steps) with both engines, one process and one thread; prints the summed wall times."""
+    import yaml
+
+    from mlff2d.relax import count_structures, relax_shard
+
+    parser = argparse.ArgumentParser(prog="bench/relax.py demo")
+    parser.add_argument("campaign", type=Path, help="a finished campaign, e.g. results/demo")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load((args.campaign / "config.resolved.yaml").read_text())
+    relax_cfg = config["relax"]
+    models = sorted(args.campaign.glob("uff/*/ecut~*/lr~*/bs~*")) + sorted(args.campaign.glob("alloys/*/*/*/ecut~*/split~*"))
+    totals = {"ase": 0.0, "batched": 0.0}
+    n_structures, same, worst = 0, 0, 0.0
+    for model in models:
+        parts = model.relative_to(args.campaign).parts  # uff/<family>/... or alloys/<family>/<dataset>/<mode>/ecut/split
+        family = parts[1]
+        dataset, split = ("2d", f"split~{config['uff']['split']}") if parts[0] == "uff" else (parts[2], parts[5])
+        sets = args.campaign / "data" / dataset / "relax" / split
+        for relax_set in ("val", "test"):
+            start = sets / f"{relax_set}_start.extxyz"
+            n = count_structures(start)
+            records = {}
+            for engine in ("ase", "batched"):
+                out = WORK / "demo_stage" / engine
+                t0 = time.perf_counter()
+                records[engine] = relax_shard(family, model, start, 0, n, out / "r.parquet", out / "s.extxyz",
+                                              fmax=relax_cfg["fmax"], max_steps=relax_cfg["max_steps"], device="cpu", engine=engine)
+                totals[engine] += time.perf_counter() - t0
+            n_structures += n
+            a, b = records["ase"], records["batched"]
+            same += int((a["failure"].to_numpy() == b["failure"].to_numpy()).sum())
+            worst = max(worst, float((a["energy_per_atom"] - b["energy_per_atom"]).abs().max()))
+            print(f"{model.relative_to(args.campaign)} {relax_set}: {n} structures, ase {totals['ase']:.1f} s, batched {totals['batched']:.1f} s (running totals)", flush=True)
+    print(f"demo relaxation stage, {len(models)} models, {n_structures} relaxations, one thread:")
+    print(f"  ase {totals['ase']:.1f} s, batched {totals['batched']:.1f} s: {totals['ase'] / totals['batched']:.2f}x")
+    print(f"  same outcome {same}/{n_structures}; largest energy difference {worst:.2e} eV/atom")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_shard":
         p = argparse.ArgumentParser()
@@ -500,6 +541,9 @@ if __name__ == "__main__":
         shard_main(p.parse_args())
     elif len(sys.argv) > 1 and sys.argv[1] == "shards":
         shards_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "demo":
+        os.environ.update(THREAD_ENV)
+        demo_main(sys.argv[2:])
     else:
         os.environ.update(THREAD_ENV)
         engines_main(engines_parser().parse_args())
