@@ -736,8 +736,8 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
                          *[_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs], *tex_base])
     if has_base:
         caption = caption.rstrip(".") + "." + (" Baseline: the composition baseline (energy per atom from per-element energies fitted on"
-                    " the training split; area of the unrelaxed start structure); a model that does not beat it"
-                    " has learned nothing useful.")
+                    " the training split; area of the unrelaxed start structure); a value not below it adds nothing"
+                    " to what the composition, or not relaxing at all, already gives.")
     align = "ll" + ("r" if has_n else "") + "l" + "r" * (len(cutoffs) + has_base)
     return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, align)
 
