@@ -79,27 +79,14 @@ def labelled(frame: Any, material_id: str) -> Any:
 
 def write_export(family: str, materials: list[Any], outdir: Path) -> Path:
     """The family's training export of every third frame (step 2 above)."""
-    import ase.io
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from mlff2d.export import write_labelled
 
-    from mlff2d.export import M3GNET_SCHEMA, m3gnet_row
-
-    outdir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[Any]] = {"train": [], "val": []}
     for i, m in enumerate(materials):
         for split in ("train", "val") if i % 10 == 0 else ("train",):
             splits[split] += [labelled(f, f"{m.material_id}-{k}") for k, f in enumerate(m.frames[::3])]
     for split, frames in splits.items():
-        if family == "m3gnet":
-            rows = [m3gnet_row(a, a.info["material_id"], 0) for a in frames]
-            pq.write_table(pa.Table.from_pylist(rows, schema=M3GNET_SCHEMA), outdir / f"{split}.parquet")
-            continue
-        for a in frames:
-            a.info["REF_energy"], a.info["REF_stress"] = a.get_potential_energy(), a.get_stress()
-            a.arrays["REF_forces"] = a.get_forces()
-            a.calc = None
-        ase.io.write(outdir / f"{split}.extxyz", frames, format="extxyz")
+        write_labelled(family, frames, outdir, split)
     return outdir
 
 

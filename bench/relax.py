@@ -117,15 +117,10 @@ def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
 
 def write_mace_data(data: Path) -> Path:
     """The same training frames in the MACE export (extxyz, ``REF_*`` labels)."""
-    import ase.io
+    from mlff2d.export import write_labelled
 
-    data.mkdir(parents=True, exist_ok=True)
     for split, frames in (("train", training_atoms(60, 0)), ("val", training_atoms(12, 1))):
-        for a in frames:
-            a.info["REF_energy"], a.info["REF_stress"] = a.get_potential_energy(), a.get_stress()
-            a.arrays["REF_forces"] = a.get_forces()
-            a.calc = None
-        ase.io.write(data / f"{split}.extxyz", frames, format="extxyz")
+        write_labelled("mace", frames, data, split)
     return data
 
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -75,10 +74,7 @@ LABELS = {"m3gnet": "lj", "mace": "demo"}
 def write_export(family: str, outdir: Path, every: int = 3) -> Path:
     """Every ``every``-th frame of the demo materials as the family's training export (labels:
     :data:`LABELS`): materials 0, 3, 6, ... validate, the rest train."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mlff2d.export import M3GNET_SCHEMA, m3gnet_row
+    from mlff2d.export import write_labelled
 
     outdir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[Atoms]] = {"train": [], "val": []}
@@ -87,15 +83,7 @@ def write_export(family: str, outdir: Path, every: int = 3) -> Path:
             atoms = frame_atoms(frame, f"{m.material_id}-{k}")
             splits["val" if i % 3 == 0 else "train"].append(lennard_jones(atoms) if LABELS[family] == "lj" else atoms)
     for split, frames in splits.items():
-        if family == "m3gnet":
-            rows = [m3gnet_row(a, a.info["material_id"], 0) for a in frames]
-            pq.write_table(pa.Table.from_pylist(rows, schema=M3GNET_SCHEMA), outdir / f"{split}.parquet")
-        else:
-            for a in frames:
-                a.info["REF_energy"], a.info["REF_stress"] = a.get_potential_energy(), a.get_stress()
-                a.arrays["REF_forces"] = a.get_forces()
-                a.calc = None
-            ase.io.write(outdir / f"{split}.extxyz", frames, format="extxyz")
+        write_labelled(family, frames, outdir, split)
     return outdir
 
 

@@ -87,6 +87,28 @@ def mace_atoms(row: pd.Series) -> Atoms:
     return atoms
 
 
+def write_labelled(family: str, frames: Sequence[Atoms], outdir: str | Path, split: str) -> Path:
+    """Write Atoms whose calculators hold labels (ASE units) as ``outdir/<split>`` in the export
+    format of ``family``: ``m3gnet`` Parquet (:func:`m3gnet_row`, id from ``info["material_id"]``,
+    step 0) or ``mace`` extxyz (``REF_*`` labels, calculators dropped). Returns the file."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if family == "m3gnet":
+        rows = [m3gnet_row(a, str(a.info["material_id"]), 0) for a in frames]
+        path = outdir / f"{split}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=M3GNET_SCHEMA), path)
+        return path
+    if family != "mace":
+        raise ValueError(f"write_labelled writes the m3gnet and mace formats, not {family!r}")
+    for a in frames:
+        a.info["REF_energy"], a.info["REF_stress"] = a.get_potential_energy(), a.get_stress()
+        a.arrays["REF_forces"] = a.get_forces()
+        a.calc = None
+    path = outdir / f"{split}.extxyz"
+    ase.io.write(path, list(frames), format="extxyz")
+    return path
+
+
 def _selected_rows(table: pa.Table, keys: pd.DataFrame) -> pd.DataFrame:
     """The rows of a store table whose (material_id, step) are in ``keys``, with their split."""
     frame = table.to_pandas()
