@@ -48,13 +48,13 @@ def test_training_check(tmp_path: Path) -> None:
     worse = model_dir(tmp_path, "worse", [101.9, 111.0], {})
     diverged = model_dir(tmp_path, "nan", [101.9, float("nan")], {})
     failed = model_dir(tmp_path, "failed", [], {}, status="failed")
-    assert training_check(good, "good") == []
+    assert training_check(good, {"status": "ok"}, "good") == []
     for d in (flat, worse):
-        (row,) = training_check(d, d.name)
+        (row,) = training_check(d, {"status": "ok"}, d.name)
         assert row["check"] == "validation_force_not_falling" and "did not fall" in row["message"]
-    (row,) = training_check(diverged, "nan")
+    (row,) = training_check(diverged, {"status": "ok"}, "nan")
     assert row["check"] == "validation_force_not_falling" and "nan after the last" in row["message"]
-    (row,) = training_check(failed, "failed")
+    (row,) = training_check(failed, json.loads((failed / "status.json").read_text()), "failed")
     assert row["check"] == "failed" and "ValueError: boom" in row["message"]
 
 

@@ -98,9 +98,10 @@ def collect_models(model_dirs: Sequence[str | Path], sets: Sequence[str]) -> pd.
     return frame
 
 
-def alloy_baseline_dir(root: str | Path, dataset: str, split: str, relax_set: str) -> Path:
-    """Where the composition baseline of an alloy dataset's set lives (rule alloy_baseline)."""
-    return Path(root) / dataset / f"split~{split}" / relax_set
+def alloy_baseline_dir(root: str | Path, dataset: str, split: str) -> Path:
+    """Where the composition baselines of an alloy dataset's split live, one folder per set
+    below it (rule alloy_baseline; the .smk files take their pattern from here)."""
+    return Path(root) / dataset / f"split~{split}"
 
 
 def attach_baselines(models: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
@@ -110,7 +111,7 @@ def attach_baselines(models: pd.DataFrame, root: str | Path | None) -> pd.DataFr
     out = models.copy()
     values: dict[str, list[float]] = {"baseline_energy_mae": [], "baseline_area_mae": [], "baseline_n": []}
     for r in out.itertuples(index=False):
-        summary = _read_json(alloy_baseline_dir(root, r.dataset, r.split, r.set) / "summary.json") if root else {}
+        summary = _read_json(alloy_baseline_dir(root, r.dataset, r.split) / r.set / "summary.json") if root else {}
         values["baseline_energy_mae"].append(float(summary.get("energy", {}).get("mae", math.nan)))
         values["baseline_area_mae"].append(float(summary.get("area", {}).get("mae", math.nan)))
         values["baseline_n"].append(float(summary.get("n", math.nan)))

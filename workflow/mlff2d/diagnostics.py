@@ -46,9 +46,9 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def training_check(model_dir: Path, label: str) -> list[dict[str, Any]]:
-    """The failure of a training, or its validation force MAE not falling."""
-    status = _read_json(model_dir / "status.json")
+def training_check(model_dir: Path, status: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """The failure of a training (``status``: its status.json), or its validation force MAE
+    not falling."""
     if status.get("status") not in (None, "ok"):
         return [_row(label, "", "failed", None, None, f"training failed: {status.get('reason') or status.get('status')}")]
     metrics_file = model_dir / "metrics.csv"
@@ -96,8 +96,9 @@ def diagnose(models: Sequence[tuple[str | Path, str | Path]], sets: Sequence[str
     for model_dir, baseline_dir in models:
         model_dir, baseline_dir = Path(model_dir), Path(baseline_dir)
         label = str(model_dir.relative_to(root)) if root and model_dir.is_relative_to(root) else str(model_dir)
-        rows += training_check(model_dir, label)
-        if _read_json(model_dir / "status.json").get("status") != "ok":
+        status = _read_json(model_dir / "status.json")
+        rows += training_check(model_dir, status, label)
+        if status.get("status") != "ok":
             continue
         for relax_set in sets:
             summary = _read_json(model_dir / "relax" / relax_set / "summary.json")

@@ -583,6 +583,7 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
     models = list(dict.fromkeys(rows["model"]))
     lookup = {(r.set, r.model, r.ecut): r for r in rows.itertuples(index=False)}
     extras = [c for c in ("n", "baseline_energy_mae", "baseline_area_mae") if c in rows.columns]
+    has_base = any(c.startswith("baseline_") for c in extras)
     records = []
     for s in sets:
         for m in models:
@@ -609,12 +610,12 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
                 ranked = sorted(set(values.values()))
                 best = [c for c in cutoffs if len(values) >= 2 and values.get(c) == ranked[0]]
                 second = [c for c in cutoffs if len(values) >= 3 and len(ranked) > 1 and values.get(c) == ranked[1]]
-                if any(c.startswith("baseline_") for c in extras):
+                if has_base:
                     rec["baseline"] = extra.get(f"baseline_{column}", float("nan")) * factor
                 rec["best"], rec["second"] = " ".join(best), " ".join(second)
                 records.append(rec)
     head = ["set", "model", *(["n"] if "n" in extras else []), "quantity", "unit"]
-    tail = ["baseline"] if any(c.startswith("baseline_") for c in extras) else []
+    tail = ["baseline"] if has_base else []
     columns = [*head, *cutoffs, *tail, "best", "second"]
     table = pd.DataFrame(records, columns=columns)
     for c in cutoffs:

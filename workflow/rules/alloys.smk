@@ -76,7 +76,7 @@ use rule train_alloy as train_alloy_curve with:
         f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.tsv"
 
 
-# The composition baseline of each alloy dataset and split (the reference row of tables 4.3-4.7).
+# The composition baseline of each alloy dataset and split (the Baseline column of tables 4.3-4.7).
 use rule baseline as alloy_baseline with:
     input:
         clean=f"{DATA}/{{dataset}}/clean.parquet",
