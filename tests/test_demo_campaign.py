@@ -121,6 +121,8 @@ def test_demo_campaign(tmp_path: Path) -> None:
     for stem in ("table_4_3", "table_4_4", "table_4_5")[0 if alloys["combined"] else 1 :]:
         text = (tables / f"{stem}_split~80-10-10.md").read_text()
         assert "Energy" in text and "transfer" in text and "normal" in text and "–" not in text, stem
+    for stem in ("table_4_4", "table_4_5"):  # every row beside its alloy's composition baseline
+        assert pd.read_csv(tables / f"{stem}_split~80-10-10.csv")["baseline"].notna().all(), stem
     best = (tables / "table_4_7_split~80-10-10.md").read_text()  # best configuration of each family
     assert "M3GNet:" in best and "MACE:" in best and all(n in best for n in names) and "–" not in best
     curve = pd.read_csv(tables / "learning_curve.csv")
