@@ -76,3 +76,43 @@ def test_yaml_reads_1e_minus_3_as_string(tmp_path: Path) -> None:
 
 def test_fmt_float() -> None:
     assert [fmt_float(x) for x in (0.001, 0.01, 0.02, 1000000.0, 1e-4)] == ["0.001", "0.01", "0.02", "1e6", "0.0001"]
+
+
+ONE_ALLOY = [{"name": "MoWS2", "sources": [{"path": "x.json.bz2", "format": "alexandria"}]}]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"splits": {"bad": [0.9, 0.2, 0.1]}}, r"'splits\.bad': the ratios must sum to 1, got \[0\.9, 0\.2, 0\.1\] \(sum 1\.2\)"),
+        ({"splits": {"90-5-5": [1.0, 0.0, 0.0]}}, r"'splits\.90-5-5': every ratio must lie in \(0, 1\)"),
+        ({"uff": {"families": {"m3gnet": {"grid": {"e_cut": [0.5]}}}}}, r"'uff\.families\.m3gnet\.grid\.e_cut': \[0\.5\] not in selection\.e_cuts"),
+        ({"alloys": {"datasets": ONE_ALLOY, "families": {"mace": {"e_cuts": [0.5]}}}}, r"'alloys\.families\.mace\.e_cuts': \[0\.5\] not in alloys\.e_cuts"),
+        ({"alloys": {"datasets": ONE_ALLOY, "families": {"m3gnet": {"splits": ["70-15-15"]}}}}, r"'alloys\.families\.m3gnet\.splits'"),
+        ({"alloys": {"datasets": ONE_ALLOY, "learning_curve": {"e_cut": 0.5}}}, r"'alloys\.learning_curve\.e_cut'"),
+        ({"alloys": {"datasets": ONE_ALLOY, "learning_curve": {"alloys": ["NbMoS2"]}}}, r"'alloys\.learning_curve\.alloys': \['NbMoS2'\] not in alloys\.datasets"),
+        ({"alloys": {"datasets": ONE_ALLOY}, "formation": {"alloys": ["TiTaS2"]}}, r"'formation\.alloys': \['TiTaS2'\] not in alloys\.datasets"),
+        ({"alloys": {"datasets": ONE_ALLOY, "families": {"mace": {"enabled": False}}, "learning_curve": {"families": ["m3gnet"]}},
+          "formation": {"alloys": ["MoWS2"]}}, r"'formation\.inputs'.*ml1/ml2 are MACE-relaxed"),
+        ({"alloys": {"datasets": ONE_ALLOY, "families": {"m3gnet": {"transfer_from": "ecut~9/lr~1/bs~1"}}}},
+         r"'alloys\.families\.m3gnet\.transfer_from': 'ecut~9/lr~1/bs~1' is not a point of uff\.families\.m3gnet\.grid"),
+    ],
+)
+def test_cross_key_errors_name_the_key(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_a_named_transfer_source_in_the_grid_passes() -> None:
+    config = {"alloys": {"datasets": ONE_ALLOY, "families": {"m3gnet": {"transfer_from": "ecut~1e6/lr~0.001/bs~128"}}}}
+    assert validate_config(config)["alloys"]["families"]["m3gnet"]["transfer_from"] == "ecut~1e6/lr~0.001/bs~128"
+
+
+def test_check_config_rejects_the_bad_ratio(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("splits: {bad: [0.9, 0.2, 0.1]}\n")
+    out = subprocess.run([sys.executable, "-m", "mlff2d", "check-config", str(path)], capture_output=True, text=True)
+    assert out.returncode != 0 and "'splits.bad'" in out.stderr and "sum to 1" in out.stderr

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,73 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("; ".join(_describe(e) for e in errors))
+    _check_split_ratios(config["splits"])
     _check_names(config)
+    _check_cross_keys(config)
     return config
+
+
+def _check_split_ratios(splits: Mapping[str, Sequence[float]]) -> None:
+    """Every split's train:val:test ratios lie in (0, 1) and sum to 1."""
+    for name, ratios in splits.items():
+        if not all(0 < float(r) < 1 for r in ratios):
+            raise ConfigError(f"config key 'splits.{name}': every ratio must lie in (0, 1), got {list(ratios)}")
+        if not math.isclose(sum(map(float, ratios)), 1.0, abs_tol=1e-6):
+            raise ConfigError(f"config key 'splits.{name}': the ratios must sum to 1, got {list(ratios)} (sum {sum(map(float, ratios)):g})")
+
+
+def _not_in(key: str, values: Sequence[Any], allowed: Sequence[Any], allowed_key: str) -> None:
+    """ConfigError naming ``key`` unless every value is in ``allowed`` (floats compared as in paths)."""
+    norm = [fmt_float(v) if isinstance(v, float | int) and not isinstance(v, bool) else v for v in allowed]
+    unknown = [v for v in values if (fmt_float(v) if isinstance(v, float | int) and not isinstance(v, bool) else v) not in norm]
+    if unknown:
+        raise ConfigError(f"config key {key!r}: {unknown} not in {allowed_key} {list(allowed)}")
+
+
+def _check_cross_keys(config: Mapping[str, Any]) -> None:
+    """Keys that must name what other keys configure: the sweep and alloy cutoffs are selected
+    cutoffs, alloy splits are configured splits, the learning curve, formation study and transfer
+    sources refer to configured alloys, families and sweep points."""
+    for family, spec in config["uff"]["families"].items():
+        _not_in(f"uff.families.{family}.grid.e_cut", spec["grid"]["e_cut"], config["selection"]["e_cuts"], "selection.e_cuts")
+    alloys = config["alloys"]
+    names = [d["name"] for d in alloys["datasets"]]
+    if not names:
+        return
+    enabled = [f for f, spec in alloys["families"].items() if spec["enabled"]]
+    for family in enabled:
+        spec = alloys["families"][family]
+        _not_in(f"alloys.families.{family}.e_cuts", spec["e_cuts"] or [], alloys["e_cuts"], "alloys.e_cuts")
+        _not_in(f"alloys.families.{family}.splits", spec["splits"] or [], alloys["splits"], "alloys.splits")
+        _check_transfer_source(config, family, spec["transfer_from"])
+    curve = alloys["learning_curve"]
+    if curve["enabled"]:
+        _not_in("alloys.learning_curve.alloys", curve["alloys"] or [], names, "alloys.datasets")
+        _not_in("alloys.learning_curve.families", curve["families"], enabled, "the enabled alloys.families")
+        _not_in("alloys.learning_curve.e_cut", [curve["e_cut"]], alloys["e_cuts"], "alloys.e_cuts")
+        _not_in("alloys.learning_curve.split", [curve["split"]], alloys["splits"], "alloys.splits")
+    formation = config["formation"]
+    if formation["enabled"] and formation["alloys"]:
+        _not_in("formation.alloys", formation["alloys"], names, "alloys.datasets")
+        _not_in("formation.split", [formation["split"]], alloys["splits"], "alloys.splits")
+        if {"ml1", "ml2"} & set(formation["inputs"]):
+            _not_in("formation.inputs", ["mace"], enabled, "the enabled alloys.families (ml1/ml2 are MACE-relaxed)")
+            mace = alloys["families"]["mace"]
+            _not_in("formation.e_cut", [formation["e_cut"]], mace["e_cuts"] or alloys["e_cuts"], "alloys.families.mace.e_cuts")
+
+
+def _check_transfer_source(config: Mapping[str, Any], family: str, source: str) -> None:
+    """The transfer source of ``family``'s alloy models is ``best`` or a point of its sweep grid."""
+    key = f"alloys.families.{family}.transfer_from"
+    uff = config["uff"]["families"].get(family)
+    if uff is None:
+        raise ConfigError(f"config key {key!r}: family {family!r} has no universal sweep (uff.families) to transfer from")
+    if source == "best":
+        return
+    grid = uff["grid"]
+    labels = [f"ecut~{fmt_float(e)}/lr~{fmt_float(lr)}/bs~{int(bs)}" for e in grid["e_cut"] for lr in grid["lr"] for bs in grid["batch_size"]]
+    if source not in labels:
+        raise ConfigError(f"config key {key!r}: {source!r} is not a point of uff.families.{family}.grid; one of {labels} or best")
 
 
 def _check_names(config: dict[str, Any]) -> None:

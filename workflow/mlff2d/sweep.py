@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 import traceback
 from collections.abc import Mapping
@@ -21,7 +22,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mlff2d.checkpoints import RESUME_FILE
 from mlff2d.config import fmt_float
+from mlff2d.divergence import TrainingDiverged, diverged_at
 from mlff2d.families import METRIC_COLUMNS, get_family
 from mlff2d.provenance import write_provenance
 
@@ -71,18 +74,30 @@ def train_point(
     (outdir / "params.yaml").write_text(yaml.safe_dump(dict(params), sort_keys=True))
     write_provenance(outdir)
     start = time.time()
+    (outdir / RESUME_FILE).unlink(missing_ok=True)
     try:
         module = get_family(family)
         kwargs = {"devices": devices} if devices != 1 else {}  # families without multi-device support
         model = module.train(Path(data_dir), outdir, dict(params), init_model=init_model, device=device, **kwargs)
+        reason = diverged_at(pd.read_csv(outdir / "metrics.csv").to_dict("records"), params.get("divergence_factor"))
+        if reason:  # the families stop at a divergence; this also catches one a library hid
+            raise TrainingDiverged(reason)
         status = {"status": "ok", "model": str(model)}
     except Exception as exc:  # a failed point must not stop the campaign
-        status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        status = {"status": "failed", "reason": failure_reason(exc), "traceback": traceback.format_exc()}
         if not (outdir / "metrics.csv").exists():
             pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
+    if (outdir / RESUME_FILE).exists():
+        status["resume"] = json.loads((outdir / RESUME_FILE).read_text())
     status["wall_time_s"] = round(time.time() - start, 3)
     (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The recorded reason of a failed training: a divergence as its own message, else the
+    exception's type and message."""
+    return str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
 
 
 def worker_rank() -> bool:
@@ -99,7 +114,8 @@ def read_point(point_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 
 def point_scores(points: Mapping[str, str | Path]) -> dict[str, float]:
-    """Final validation energy MAE (meV/atom) of every successful point, by label."""
+    """Final validation energy MAE (meV/atom) of every successful point, by label (NaN where a
+    point has no finite final value; :func:`best_of` never picks it)."""
     scores = {}
     for label, path in points.items():
         status, metrics = read_point(path)
@@ -109,10 +125,12 @@ def point_scores(points: Mapping[str, str | Path]) -> dict[str, float]:
 
 
 def best_of(scores: Mapping[str, float]) -> str:
-    """The label with the lowest score (see :func:`point_scores`)."""
-    if not scores:
-        raise ValueError("no sweep point finished successfully")
-    return min(scores, key=scores.__getitem__)
+    """The label with the lowest finite score (see :func:`point_scores`); NaN and inf are never
+    chosen, whatever their order. Raises ValueError when no finite score is left."""
+    finite = {label: float(v) for label, v in scores.items() if math.isfinite(float(v))}
+    if not finite:
+        raise ValueError(f"no sweep point has a finite score (finished successfully): {dict(scores)}")
+    return min(finite, key=finite.__getitem__)
 
 
 def best_point(points: Mapping[str, str | Path]) -> str:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from ase.data import chemical_symbols
 
+from mlff2d import checkpoints, divergence
 from mlff2d.export import OUT_OF_PLANE_3X3
 from mlff2d.families import METRIC_COLUMNS, pick_device
 
@@ -84,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "data_std": 1.0,
     # transfer learning (only with init_model)
     "freeze_blocks": 0,  # freeze the first N interaction blocks (three-body + graph layer)
+    **divergence.DEFAULTS,  # stop (and fail) when the validation errors diverge
 }
 
 #: In-plane Voigt components (xx, yy, xy) as (row, column) of the 3×3 stress.
@@ -287,8 +289,10 @@ def _write_csv_atomic(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _epoch_recorder(outdir: Path) -> Any:
-    """Lightning callback: per-epoch validation metrics to ``metrics.csv`` and ``last.ckpt``."""
+def _epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any:
+    """Lightning callback: per-epoch validation metrics to ``metrics.csv`` and ``last.ckpt``
+    (the one before kept as ``last.previous.ckpt``); a diverged epoch is recorded in
+    ``metrics.csv``, gets no checkpoint, and stops the training with :class:`TrainingDiverged`."""
     import lightning as pl
     import torch
 
@@ -301,12 +305,15 @@ def _epoch_recorder(outdir: Path) -> Any:
             self.history_path = outdir / "checkpoints" / "metrics.csv"
             self.rows: list[dict[str, Any]] = []
             self.first_epoch: int | None = None
+            self.guard = divergence.DivergenceGuard(divergence_factor)
 
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             # after a resume, current_epoch is the number of epochs the checkpoint covers
             self.first_epoch = trainer.current_epoch
             source = self.history_path if self.history_path.exists() else self.metrics_path
             self.rows = _metrics_from_rows(source, trainer.current_epoch)
+            for row in self.rows:  # the resumed epochs' best values
+                self.guard.reason(int(row["epoch"]), {c: row[c] for c in divergence.WATCHED})
 
         def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self.t0 = time.perf_counter()
@@ -328,9 +335,8 @@ def _epoch_recorder(outdir: Path) -> Any:
                     self.counts[k] += d.numel()
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            tmp = self.ckpt_path.with_name(".last.ckpt.tmp")
             if not trainer.is_global_zero:  # DDP: rank 0 writes; every rank joins the checkpoint's barrier
-                trainer.save_checkpoint(tmp, weights_only=False)
+                trainer.save_checkpoint(self.ckpt_path.with_name(".last.ckpt.tmp"), weights_only=False)
                 return
             mae = np.divide(self.sums, self.counts, out=np.full(3, np.nan), where=self.counts > 0)
             epoch = trainer.current_epoch + 1
@@ -348,8 +354,12 @@ def _epoch_recorder(outdir: Path) -> Any:
             self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             _write_csv_atomic(self.rows, self.history_path)
             _write_csv_atomic(self.rows, self.metrics_path)
-            trainer.save_checkpoint(tmp, weights_only=False)
-            os.replace(tmp, self.ckpt_path)
+            logger.info(
+                "epoch %d/%d: val energy MAE %.3g meV/atom, force MAE %.4g meV/Å, stress MAE %.3g GPa (%.1f s)",
+                epoch, trainer.max_epochs, *(self.rows[-1][c] for c in METRIC_COLUMNS[1:4]), self.rows[-1]["time_s"],
+            )  # fmt: skip
+            self.guard.check(epoch, {c: self.rows[-1][c] for c in divergence.WATCHED})
+            checkpoints.save_keeping_previous(lambda tmp: trainer.save_checkpoint(tmp, weights_only=False), self.ckpt_path)
 
     return EpochRecorder()
 
@@ -458,7 +468,7 @@ def train(
 
     accelerator, lightning_devices = _accelerator(device, int(devices))
     strategy, plugins = _strategy(int(devices))
-    recorder = _epoch_recorder(outdir)
+    recorder = _epoch_recorder(outdir, p["divergence_factor"])
     trainer = pl.Trainer(
         max_epochs=int(p["epochs"]),
         accelerator=accelerator,
@@ -477,10 +487,12 @@ def train(
         enable_model_summary=False,
         default_root_dir=str(outdir),
     )
-    ckpt = outdir / "checkpoints" / "last.ckpt"
-    if ckpt.exists():
+    last = outdir / "checkpoints" / "last.ckpt"
+    ckpt, notes = checkpoints.first_readable([last, checkpoints.previous_path(last)])
+    checkpoints.record_resume(outdir, ckpt, notes)
+    if ckpt is not None:
         logger.info("resuming %s from %s", outdir, ckpt)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt.exists() else None, weights_only=False)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)
     if recorder.first_epoch is None:
         logger.info("%s: nothing to train, the checkpoint covers %d epochs", outdir, trainer.current_epoch)
         if recorder.history_path.exists() and not recorder.metrics_path.exists():

@@ -58,6 +58,7 @@ from typing import Any
 
 import pandas as pd
 
+from mlff2d import checkpoints, divergence
 from mlff2d.families import METRIC_COLUMNS, pick_device
 
 #: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
@@ -102,12 +103,13 @@ DEFAULTS: dict[str, Any] = {
     # interaction blocks (interaction + product) of the initial model; 0 trains every weight
     "freeze_blocks": 0,
     "extra_args": {},  # further mace_run_train flags, e.g. {"radial_MLP": "[64, 64, 64]"}
+    **divergence.DEFAULTS,  # stop (and fail) when the validation errors diverge
 }
 
 #: MACE setting names for DEFAULTS keys that differ.
 _FLAG_NAMES = {"epochs": "max_num_epochs"}
 #: Keys handled by train() itself rather than passed as flags.
-_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks"}
+_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks", *divergence.DEFAULTS}
 _LOSSES = ("stress", "weighted")
 #: In-plane (x, y) block of a 3×3 stress.
 IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -217,10 +219,44 @@ def _in_plane_metrics_class(base: type) -> type:
     return InPlaneMACELoss
 
 
+def _atomic_checkpoint_save(self: Any, checkpoint: Any, epochs: int, keep_last: bool = False) -> None:
+    """``mace.tools.checkpoint.CheckpointIO.save``, made safe against a kill: the checkpoint is
+    written to a temporary file and renamed into place, and the one before it is kept until the
+    next one is complete (MACE deletes the old checkpoint before writing the new one)."""
+    import os
+
+    import torch
+
+    path = os.path.join(self.directory, self._get_checkpoint_filename(epochs, self.swa_start))
+    os.makedirs(self.directory, exist_ok=True)
+    torch.save(obj=checkpoint, f=path + ".tmp")
+    os.replace(path + ".tmp", path)
+    previous = getattr(self, "mlff2d_previous", None)
+    if not self.keep and not keep_last and previous not in (None, path, self.old_path) and os.path.exists(previous):
+        os.remove(previous)
+    self.mlff2d_previous, self.old_path = self.old_path, path
+
+
+def _guarded_valid_err_log(original: Any, guard: divergence.DivergenceGuard) -> Any:
+    """MACE's per-epoch validation log, followed by the divergence test of that epoch."""
+
+    @functools.wraps(original)
+    def valid_err_log(valid_loss: Any, eval_metrics: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        result = original(valid_loss, eval_metrics, *args, **kwargs)
+        epoch = eval_metrics.get("epoch")
+        if epoch is not None:  # None: the evaluation before any training
+            values = {"energy_mae_meV_per_atom": "mae_e_per_atom", "forces_mae_meV_per_A": "mae_f"}
+            guard.check(int(epoch) + 1, {k: 1000.0 * float(eval_metrics[v]) for k, v in values.items() if v in eval_metrics})
+        return result
+
+    return valid_err_log
+
+
 @contextlib.contextmanager
-def _patched_mace(expect_restart: bool) -> Iterator[None]:
-    """Swap MACE's stress loss, validation metric and epoch loop (see the module docstring);
-    restore them, the root logger and torch's default dtype afterwards."""
+def _patched_mace(expect_restart: bool, guard: divergence.DivergenceGuard | None = None) -> Iterator[None]:
+    """Swap MACE's stress loss, validation metric, validation log (divergence test), checkpoint
+    writer and epoch loop (see the module docstring); restore them, the root logger and torch's
+    default dtype afterwards."""
     import mace.tools
     import torch
     from mace.tools import checkpoint, scripts_utils
@@ -258,12 +294,16 @@ def _patched_mace(expect_restart: bool) -> Iterator[None]:
         (modules, "WeightedEnergyForcesStressLoss", modules.WeightedEnergyForcesStressLoss),
         (train_module, "MACELoss", train_module.MACELoss),
         (checkpoint.CheckpointHandler, "load_latest", original_load_latest),
+        (checkpoint.CheckpointIO, "save", checkpoint.CheckpointIO.save),
+        (train_module, "valid_err_log", train_module.valid_err_log),
         (mace.tools, "train", original_train),
     ]
     try:
         modules.WeightedEnergyForcesStressLoss = _in_plane_stress_loss_class()
         train_module.MACELoss = _in_plane_metrics_class(train_module.MACELoss)
         checkpoint.CheckpointHandler.load_latest = load_latest
+        checkpoint.CheckpointIO.save = _atomic_checkpoint_save
+        train_module.valid_err_log = _guarded_valid_err_log(train_module.valid_err_log, guard or divergence.DivergenceGuard())
         mace.tools.train = train_loop
         yield
     finally:
@@ -322,9 +362,20 @@ def count_frames(path: str | Path) -> int:
     return count
 
 
-def _has_checkpoint(checkpoints: Path, tag: str) -> bool:
-    pattern = re.compile(rf"^{re.escape(tag)}_epoch-\d+(_swa)?\.pt$")
-    return checkpoints.is_dir() and any(pattern.match(p.name) for p in checkpoints.iterdir())
+def _resume_checkpoint(outdir: Path, tag: str) -> bool:
+    """Whether MACE resumes: its newest checkpoint of ``tag`` that is readable; newer unreadable
+    ones are set aside (see :mod:`mlff2d.checkpoints`), and with none left the run starts
+    afresh (MACE's per-epoch results of the old run set aside too). Recorded in resume.json."""
+    pattern = re.compile(rf"^{re.escape(tag)}_epoch-(\d+)(_swa)?\.pt$")
+    folder = outdir / "checkpoints"
+    found = [(int(m.group(1)), bool(m.group(2)), p) for p in (folder.iterdir() if folder.is_dir() else [])
+             if (m := pattern.match(p.name))]
+    ckpt, notes = checkpoints.first_readable([p for *_, p in sorted(found, reverse=True)])
+    results = outdir / "mace" / "results" / f"{tag}_train.txt"
+    if ckpt is None and notes and results.exists():
+        results.replace(results.with_name(results.name + ".before-fresh-start"))
+    checkpoints.record_resume(outdir, ckpt, notes)
+    return ckpt is not None
 
 
 def read_metrics(results_file: str | Path) -> pd.DataFrame:
@@ -396,20 +447,22 @@ def train(
         raise FileNotFoundError(init_model)
     outdir.mkdir(parents=True, exist_ok=True)
     tag = f"{p['name']}_run-{p['seed']}"
-    restart = _has_checkpoint(outdir / "checkpoints", tag)
+    restart = _resume_checkpoint(outdir, tag)
     model_dir = outdir / "mace" / "models"
     if model_dir.is_dir():  # MACE writes fresh ones at the end; never pick up stale ones
         shutil.rmtree(model_dir)
 
     settings = mace_settings(data_dir, outdir, p, Path(init_model) if init_model else None, pick_device(device), restart)
     freeze = int(p["freeze_blocks"]) if init_model is not None else 0
-    if int(devices) > 1:
-        _run_distributed(settings, restart, freeze, int(devices), outdir / "mace")
-    else:
-        _run_mace(settings, restart, freeze)
-
-    metrics = read_metrics(outdir / "mace" / "results" / f"{tag}_train.txt")
-    metrics.to_csv(outdir / "metrics.csv", index=False)
+    results = outdir / "mace" / "results" / f"{tag}_train.txt"
+    factor = p["divergence_factor"]
+    try:
+        if int(devices) > 1:
+            _run_distributed(settings, restart, freeze, int(devices), outdir / "mace", factor)
+        else:
+            _run_mace(settings, restart, freeze, factor, read_metrics(results).to_dict("records"))
+    finally:  # also for a diverged or failed run: metrics.csv shows its epochs
+        read_metrics(results).to_csv(outdir / "metrics.csv", index=False)
 
     stage_two = model_dir / f"{p['name']}_stagetwo.model"
     final = stage_two if stage_two.is_file() else model_dir / f"{p['name']}.model"
@@ -424,12 +477,17 @@ def train(
     return target / "mace.model"
 
 
-def _run_mace(settings: Mapping[str, Any], restart: bool, freeze: int) -> None:
-    """MACE's ``run`` with this module's patches (one process, or one rank of a distributed run)."""
+def _run_mace(settings: Mapping[str, Any], restart: bool, freeze: int, divergence_factor: float | None = None,
+              history: list[dict[str, Any]] | None = None) -> None:
+    """MACE's ``run`` with this module's patches (one process, or one rank of a distributed run);
+    ``history`` (metrics rows of the epochs a resumed run has done) seeds the divergence test."""
     from mace.cli.run_train import run
 
+    guard = divergence.DivergenceGuard(divergence_factor)
+    for row in history or []:
+        guard.reason(int(row["epoch"]), {c: row[c] for c in divergence.WATCHED})
     args = mace_namespace(settings)
-    with _patched_mace(expect_restart=restart), _frozen_blocks(freeze):
+    with _patched_mace(expect_restart=restart, guard=guard), _frozen_blocks(freeze):
         run(args)
 
 
@@ -461,21 +519,23 @@ def distributed_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_distributed(settings: Mapping[str, Any], restart: bool, freeze: int, n_devices: int, workdir: Path) -> None:
+def _run_distributed(settings: Mapping[str, Any], restart: bool, freeze: int, n_devices: int, workdir: Path,
+                     divergence_factor: float | None = None) -> None:
     import subprocess
 
     if not str(settings.get("device", "")).startswith("cuda"):
         raise ValueError(f"MACE's distributed mode needs CUDA devices; got device {settings.get('device')!r}")
     workdir.mkdir(parents=True, exist_ok=True)
     spec = workdir / "distributed.json"
-    spec.write_text(json.dumps({"settings": distributed_settings(settings), "restart": restart, "freeze": freeze}, indent=1))
+    spec.write_text(json.dumps({"settings": distributed_settings(settings), "restart": restart, "freeze": freeze,
+                                "divergence_factor": divergence_factor}, indent=1))
     logging.getLogger(__name__).info("MACE on %d GPUs: %s", n_devices, " ".join(distributed_command(spec, n_devices)))
     subprocess.run(distributed_command(spec, n_devices), check=True)
 
 
 def _distributed_worker(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    _run_mace(spec["settings"], bool(spec["restart"]), int(spec["freeze"]))
+    _run_mace(spec["settings"], bool(spec["restart"]), int(spec["freeze"]), spec.get("divergence_factor"))
 
 
 def calculator(model_path: str | Path, device: str | None = None, default_dtype: str = "float64") -> Any:
