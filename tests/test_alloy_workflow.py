@@ -44,6 +44,7 @@ def study(tmp_path: Path, **alloy_overrides: object) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_alloy_jobs_in_a_dry_run(tmp_path: Path) -> None:
     work = study(tmp_path)
     model = "results/thesis/alloys/mace/MoWS2/{}/ecut~1e6/split~90-5-5"
@@ -65,6 +66,7 @@ def test_alloy_jobs_in_a_dry_run(tmp_path: Path) -> None:
     assert text.count("rule train_uff:") == 6
 
 
+@pytest.mark.slow
 def test_unknown_transfer_source_names_the_key(tmp_path: Path) -> None:
     work = study(tmp_path, transfer_from="ecut~1e6/lr~0.5/bs~64")
     out = snakemake(work, "-n", "--cores", "1", "results/thesis/alloys/mace/MoWS2/transfer/ecut~1e6/split~90-5-5/status.json")

@@ -229,6 +229,7 @@ def test_alloy_configurations_are_prefix_stable() -> None:
 # ----------------------------------------------------------------------------- (b) regeneration
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_CHGNET, reason="chgnet is not installed (pip install chgnet==0.4.2): cannot regenerate")
 def test_tiny_regeneration_matches_committed(manifest: dict, tmp_path: Path) -> None:
     from mlff2d.demo_data import generate_demo

@@ -34,7 +34,7 @@ METALS, CHALCOGENS = (42, 74), (16, 34)
 MAE_COLUMNS = ["energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # real trainings
 
 
 def mx2(metal: int, chalcogen: int, a: float, rng: np.random.Generator | None = None) -> Atoms:

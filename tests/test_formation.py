@@ -175,6 +175,7 @@ def test_tables_mark_best_and_show_failed_models_as_dash(tmp_path: Path) -> None
     assert all(p.exists() for p in paths)
 
 
+@pytest.mark.slow
 def test_demo_dry_run_schedules_the_formation_study(tmp_path: Path) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "resources").symlink_to(ROOT / "resources")

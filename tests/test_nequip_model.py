@@ -61,6 +61,7 @@ def test_config_is_energy_only_with_thesis_defaults(tmp_path: Path) -> None:
     assert set(TINY) <= set(DEFAULTS)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NEQUIP_MLFF2D.exists(), reason="needs the nequip environment (.venv/nequip)")
 def test_tiny_energy_only_training_in_the_nequip_environment(tmp_path: Path, mows2: tuple[Path, Path]) -> None:
     relax, fe = mows2
@@ -88,6 +89,7 @@ def test_tiny_energy_only_training_in_the_nequip_environment(tmp_path: Path, mow
     assert "do_derivatives: false" in config and "EnergyOnlyLoss" in config
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NEQUIP_MLFF2D.exists(), reason="needs the nequip environment (.venv/nequip)")
 def test_failed_training_is_recorded_not_raised(tmp_path: Path, mows2: tuple[Path, Path]) -> None:
     relax, fe = mows2
@@ -127,3 +129,18 @@ def test_data_parallel_training_on_two_cpu_processes(tmp_path: Path, mows2: tupl
     pred = pd.read_csv(out / "predictions.csv", dtype={"material_id": str})
     assert sorted(pred["material_id"]) == sorted(pd.read_csv(fe, dtype={"material_id": str})["material_id"])
     assert np.isfinite(pred["predicted_per_atom_eV"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NEQUIP_MLFF2D.exists(), reason="needs the nequip environment (.venv/nequip)")
+def test_a_diverged_training_is_failed_with_its_epoch(tmp_path: Path, mows2: tuple[Path, Path]) -> None:
+    relax, fe = mows2
+    out = tmp_path / "diverged"
+    cmd = [str(NEQUIP_MLFF2D), "formation-nequip", "--formation", str(fe),
+           *[x for s in ("train", "val", "test") for x in (f"--{s}", str(relax / f"{s}_reference.extxyz"))],
+           "--outdir", str(out), "--params", json.dumps({**TINY, "lr": 1.0e6})]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "failed" and status["reason"].startswith("diverged at epoch "), status
+    assert pd.read_csv(out / "predictions.csv").empty

@@ -170,7 +170,6 @@ def test_step_limit_keeps_energy_and_area_and_times_the_calculator() -> None:
     # 4 evaluations (start + 3 steps) of >= 5 ms each, all inside the calculator
     assert calc.calls == 4
     assert 4 * 0.005 <= rec["calc_time_s"] <= rec["wall_time_s"]
-    assert rec["calc_time_s"] / rec["wall_time_s"] > 0.5
 
 
 def test_non_finite_energy() -> None:
@@ -360,6 +359,7 @@ def m3gnet_point(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return point
 
 
+@pytest.mark.slow
 def test_real_m3gnet_shard_loads_the_model_once(tmp_path: Path, m3gnet_point: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m3gnet = mlff2d.families.get_family("m3gnet")
     loads: list[Any] = []
@@ -395,6 +395,7 @@ def test_real_m3gnet_shard_loads_the_model_once(tmp_path: Path, m3gnet_point: Pa
         assert (atoms.cell.array[2] == starts[0].cell.array[2]).all()
 
 
+@pytest.mark.slow
 def test_real_failed_training_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matgl")
     from mlff2d.sweep import train_point

@@ -69,3 +69,9 @@ def diverged_at(rows: Sequence[Mapping[str, Any]], factor: float | None, columns
         if reason:
             return reason
     return None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The recorded reason of a failed training: a divergence as its own message, else the
+    exception's type and message."""
+    return str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"

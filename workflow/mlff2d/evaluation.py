@@ -221,7 +221,7 @@ def failure_reason(failure: str) -> str:
 
 
 #: Failures with no relaxation behind them: they do not enter the FIRE step statistics.
-NOT_RELAXED = ("missing", "training_failed", "model_failed", "unseen_element")
+NOT_RELAXED = ("missing", "training_failed", "model_failed", "model_missing", "unseen_element")
 
 
 def step_statistics(errors: pd.DataFrame) -> dict[str, float]:

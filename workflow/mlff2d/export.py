@@ -18,7 +18,10 @@ row group at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -115,12 +118,37 @@ def _selected_rows(table: pa.Table, keys: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(keys, on=["material_id", "step"], how="inner")
 
 
+@contextlib.contextmanager
+def written_as_a_whole(outdir: str | Path) -> Iterator[Path]:
+    """A temporary sibling of ``outdir`` to write into, renamed to ``outdir`` when the block
+    ends; on an error (a full disk, a kill) it is removed and ``outdir`` never holds half an
+    export. The error names the directory."""
+    outdir = Path(outdir)
+    tmp = outdir.with_name(f".{outdir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(exc.errno, f"writing {outdir} failed, nothing was written: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.replace(tmp, outdir)
+
+
 def export_family(clean: str | Path, selected: str | Path, split_csv: str | Path, family: str, outdir: str | Path) -> dict[str, int]:
-    """Write ``train``/``val``/``test`` files of one family; returns frames per split."""
+    """Write ``train``/``val``/``test`` files of one family (all or none, see
+    :func:`written_as_a_whole`); returns frames per split."""
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; one of {FAMILIES}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    with written_as_a_whole(outdir) as tmp:
+        return _export_family(clean, selected, split_csv, family, tmp)
+
+
+def _export_family(clean: str | Path, selected: str | Path, split_csv: str | Path, family: str, outdir: Path) -> dict[str, int]:
     split = pd.read_csv(split_csv, dtype={"material_id": str}, keep_default_na=False)
     keys = pd.read_parquet(selected).merge(split, on="material_id", how="inner")
     counts = dict.fromkeys(SPLITS, 0)
@@ -163,9 +191,12 @@ def export_family(clean: str | Path, selected: str | Path, split_csv: str | Path
 def export_relax_sets(clean: str | Path, split_csv: str | Path, outdir: str | Path, sets: Sequence[str] = RELAX_SETS) -> dict[str, int]:
     """Write ``<set>_start.extxyz`` (first frame) and ``<set>_reference.extxyz`` (last frame,
     the DFT-relaxed structure) for every material of the ``sets`` (default val and test; the
-    alloy datasets add train); returns counts."""
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    alloy datasets add train), all or none (see :func:`written_as_a_whole`); returns counts."""
+    with written_as_a_whole(outdir) as tmp:
+        return _export_relax_sets(clean, split_csv, tmp, sets)
+
+
+def _export_relax_sets(clean: str | Path, split_csv: str | Path, outdir: Path, sets: Sequence[str]) -> dict[str, int]:
     split = pd.read_csv(split_csv, dtype={"material_id": str}, keep_default_na=False)
     which = dict(zip(split["material_id"], split["split"]))
     sets = tuple(sets)

@@ -45,6 +45,7 @@ import pandas as pd
 import yaml
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from mlff2d import divergence
 from mlff2d.formation import read_formation_energies
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,16 @@ DEFAULTS: dict[str, Any] = {
     "seed": 42,
     "device": "cpu",
     "devices": 1,  # > 1: data-parallel over that many GPUs (nequip's SimpleDDPStrategy)
+    **divergence.DEFAULTS,  # a validation MAE that turns NaN/inf or grows this much fails the run
 }
 #: The targets are stored in meV per cell (eV × this factor): formation energies are a few meV/atom,
 #: and in eV the per-atom MSE (~1e-6) leaves Adam's gradient steps near its epsilon, so the model
 #: barely moves off the mean. Predictions are converted back to eV.
 TARGET_SCALE = 1000.0
+#: A predicted formation energy beyond this (eV/atom) is no result: the model diverged.
+NONPHYSICAL_EV_PER_ATOM = 100.0
+#: Where the run's divergence callback records why it stopped the training.
+DIVERGED = "diverged.json"
 #: Failures of a relaxation whose final structure is still used (as in evaluation.py).
 USABLE_FAILURES = ("", "step_limit")
 PREDICTION_COLUMNS = ("material_id", "set", "n_atoms", "formation_energy_per_cell_eV", "predicted_per_cell_eV",
@@ -176,6 +182,9 @@ def hydra_config(data_dir: Path, run_dir: Path, symbols: list[str], test_sets: l
                  "patience": int(s["patience"])},
                 {"_target_": "nequip.train.callbacks.TestTimeXYZFileWriter", "out_file": str(run_dir / "pred"),
                  "output_fields_from_original_dataset": ["total_energy"], "chemical_symbols": symbols},
+                {"_target_": "mlff2d.lightning_guard.DivergenceStop", "monitor": "val0_epoch/per_atom_energy_mae",
+                 "name": "energy_mae_meV_per_atom", "record": str(run_dir / DIVERGED), "factor": s["divergence_factor"],
+                 "scale": 1000.0 / TARGET_SCALE},
             ],
         },
         "training_module": {
@@ -307,8 +316,11 @@ def train_and_predict(data_dir: str | Path, outdir: str | Path, params: Mapping[
             (outdir / f"{name}.yaml").write_text(yaml.safe_dump(stage, sort_keys=False))
             _nequip_train(outdir, run_dir, name)
             if name == "config":  # the training's own per-epoch metrics
-                read_metrics(run_dir).to_csv(outdir / "metrics.csv", index=False, lineterminator="\n")
+                metrics = read_metrics(run_dir)
+                metrics.to_csv(outdir / "metrics.csv", index=False, lineterminator="\n")
+                _check_divergence(run_dir, metrics, s["divergence_factor"])
         preds = read_predictions(run_dir, data_dir, test_sets)
+        _check_predictions(preds, len(read_metrics(run_dir)))
         preds.to_csv(outdir / "predictions.csv", index=False, lineterminator="\n")
         summary = {"sets": {t: error_stats(preds.loc[preds["set"] == t, "predicted_per_atom_eV"],
                                            preds.loc[preds["set"] == t, "formation_energy_per_atom_eV"]) for t in SETS},
@@ -316,7 +328,7 @@ def train_and_predict(data_dir: str | Path, outdir: str | Path, params: Mapping[
         (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         status = {"status": "ok", "model": str(run_dir / "best.ckpt")}
     except Exception as exc:  # a failed training must not stop the campaign
-        status = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        status = {"status": "failed", "reason": divergence.failure_reason(exc), "traceback": traceback.format_exc()}
         if not (outdir / "metrics.csv").exists():
             pd.DataFrame(columns=["epoch", "energy_mae_meV_per_atom", "train_loss"]).to_csv(outdir / "metrics.csv", index=False)
         pd.DataFrame(columns=list(PREDICTION_COLUMNS)).to_csv(outdir / "predictions.csv", index=False)
@@ -324,6 +336,32 @@ def train_and_predict(data_dir: str | Path, outdir: str | Path, params: Mapping[
     status["wall_time_s"] = round(time.time() - start, 3)
     (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status
+
+
+def _check_divergence(run_dir: Path, metrics: pd.DataFrame, factor: float | None) -> None:
+    """Raise :class:`~mlff2d.divergence.TrainingDiverged` when the validation energy MAE turned
+    NaN/inf or grew beyond ``factor`` × its best: as the run's :class:`DivergenceStop` callback
+    recorded when it stopped the training, else as the logged metrics show."""
+    if (run_dir / DIVERGED).exists():
+        raise divergence.TrainingDiverged(json.loads((run_dir / DIVERGED).read_text())["reason"])
+    column = ("energy_mae_meV_per_atom",)
+    rows = [{**row, "epoch": int(row["epoch"]) + 1} for row in metrics.to_dict("records")]  # Lightning counts from 0
+    reason = divergence.diverged_at(rows, factor, columns=column, growth=column)
+    if reason:
+        raise divergence.TrainingDiverged(reason)
+
+
+def _check_predictions(preds: pd.DataFrame, epochs: int) -> None:
+    """A diverged model whose validation metric looked finite: NequIP's metrics skip NaN
+    predictions, so a model predicting NaN, or formation energies beyond
+    :data:`NONPHYSICAL_EV_PER_ATOM`, is caught in its predictions."""
+    values = preds["predicted_per_atom_eV"].to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=np.inf)) > NONPHYSICAL_EV_PER_ATOM)
+    if bad.any():
+        worst = values[bad][0]
+        raise divergence.TrainingDiverged(
+            f"diverged at epoch {epochs} (predicted formation energy = {worst:.4g} eV/atom; {int(bad.sum())} of "
+            f"{len(values)} predictions are NaN/inf or beyond ±{NONPHYSICAL_EV_PER_ATOM:g} eV/atom)")
 
 
 def _nequip_train(outdir: Path, run_dir: Path, config_name: str) -> None:

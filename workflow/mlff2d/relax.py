@@ -49,7 +49,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -553,6 +553,9 @@ def _load_model(family: str, point_dir: Path, device: str | None, engine: str = 
         model = Path(status["model"])
         if not model.is_absolute() and not model.exists():
             model = point_dir / model
+        if not model.exists():
+            return None, (f"model_missing: {model} is gone (deleted after training?); retrain with "
+                          f"snakemake --forcerun {point_dir / 'status.json'}")
         module = get_family(family)
         if engine == "ase":
             return module.calculator(model, device), ""
@@ -569,8 +572,11 @@ def write_records(records: Sequence[dict[str, Any]] | pd.DataFrame, path: str | 
     """Write relaxation records (columns :data:`RECORD_COLUMNS`) to Parquet; returns them."""
     frame = pd.DataFrame(records, columns=RECORD_COLUMNS)
     table = pa.Table.from_pandas(frame, schema=RECORD_SCHEMA, preserve_index=False)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # a kill or a full disk never leaves half a file
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
     return frame
 
 
@@ -615,15 +621,25 @@ def relax_shard(
         budget = batch_budget(batch_atoms, pick_device(device))
         results = relax_batched(structures, model, Limits(fmax=fmax, max_steps=max_steps), budget)
     else:
-        results = [relax_structure(atoms, model, fmax=fmax, max_steps=max_steps) for atoms in structures]
-    for _, record in results if not load_failure else []:
-        logger.info(
-            "%s %s: %s after %d steps, %.2f s (%.0f %% in the model)",
-            record["material_id"], record["formula"], record["failure"] or "converged", record["steps"],
-            record["wall_time_s"], 100 * record["calc_time_s"] / max(record["wall_time_s"], 1e-12),
-        )  # fmt: skip
+        results = []
+        start = time.perf_counter()
+        for k, atoms in enumerate(structures, 1):  # one at a time: progress as it goes
+            results.append(relax_structure(atoms, model, fmax=fmax, max_steps=max_steps))
+            _log_record(results[-1][1], f"{k}/{len(structures)}", (time.perf_counter() - start) / k * (len(structures) - k))
+    for k, (_, record) in enumerate(results if engine == "batched" and not load_failure else [], 1):
+        _log_record(record, f"{k}/{len(results)}")
     _write_structures([final for final, _ in results], structures_out)
     return write_records([record for _, record in results], records_out)
+
+
+def _log_record(record: Mapping[str, Any], progress: str, eta_s: float | None = None) -> None:
+    """One line per relaxed structure: k/N, outcome, steps, time (and the shard's ETA)."""
+    logger.info(
+        "%s %s %s: %s after %d steps, %.2f s (%.0f %% in the model)%s",
+        progress, record["material_id"], record["formula"], record["failure"] or "converged", record["steps"],
+        record["wall_time_s"], 100 * record["calc_time_s"] / max(record["wall_time_s"], 1e-12),
+        "" if eta_s is None else f", shard ETA {eta_s:.0f} s",
+    )  # fmt: skip
 
 
 def _write_structures(finals: Sequence[Atoms], path: str | Path) -> None:

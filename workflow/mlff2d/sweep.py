@@ -24,7 +24,7 @@ import yaml
 
 from mlff2d.checkpoints import RESUME_FILE
 from mlff2d.config import fmt_float
-from mlff2d.divergence import TrainingDiverged, diverged_at
+from mlff2d.divergence import TrainingDiverged, diverged_at, failure_reason
 from mlff2d.families import METRIC_COLUMNS, get_family
 from mlff2d.provenance import write_provenance
 
@@ -92,12 +92,6 @@ def train_point(
     status["wall_time_s"] = round(time.time() - start, 3)
     (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The recorded reason of a failed training: a divergence as its own message, else the
-    exception's type and message."""
-    return str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
 
 
 def worker_rank() -> bool:
