@@ -456,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--freeze-blocks", type=int, default=0, help="transfer: freeze the first N interaction blocks")
     s.add_argument("--universal", nargs="*", default=[], help="transfer: the family's universal sweep point directories")
-    s.add_argument("--transfer-from", default="best", help='transfer: "best" or a sweep point label ecut~X/lr~Y/bs~Z')
+    s.add_argument("--transfer-from", default="best", help='transfer: "best" (lowest validation relaxation energy MAE), "best_direct" (lowest final'
+                   ' direct validation energy MAE) or a sweep point label ecut~X/lr~Y/bs~Z')
     s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
     s.add_argument("--gpus", type=int, default=0, help="GPUs for data-parallel training (0: one device)")
     s.set_defaults(func=cmd_train_alloy)

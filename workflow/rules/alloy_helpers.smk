@@ -73,24 +73,33 @@ def curve_models():
     ]
 
 
+#: transfer_from values that rank the whole sweep (mlff2d.transfer.CRITERIA), and what each
+#: criterion reads of every sweep point besides its status.json.
+TRANSFER_CRITERIA = {"best": ["relax/val/summary.json"], "best_direct": []}
+
+
 def transfer_points(wildcards):
-    """The universal sweep points a transfer model may start from: the whole sweep for "best",
-    else the named point."""
+    """The universal sweep points a transfer model may start from: the whole sweep for a
+    criterion ("best", "best_direct"), else the named point."""
     if wildcards.mode != "transfer":
         return []
     points = sweep_points(wildcards.family)
     source = ALLOY_FAMILY_CONFIG[wildcards.family]["transfer_from"]
-    if source == "best":
+    if source in TRANSFER_CRITERIA:
         return points
     named = [p for p in points if Path(p).parts[-3:] == Path(source).parts]
     if not named:
         labels = [sweep_point_label(wildcards.family, p) for p in points]
-        raise ValueError(f"config key 'alloys.families.{wildcards.family}.transfer_from': {source!r} is not a sweep point; one of {labels} or best")
+        raise ValueError(f"config key 'alloys.families.{wildcards.family}.transfer_from': {source!r} is not a sweep point; one of {labels} or {' / '.join(TRANSFER_CRITERIA)}")
     return named
 
 
-def transfer_statuses(wildcards):
-    return [f"{p}/status.json" for p in transfer_points(wildcards)]
+def transfer_inputs(wildcards):
+    """What the transfer source is chosen from: every candidate point's status.json and, for
+    "best", its validation relaxation summary (so the universal val relaxations run first)."""
+    source = ALLOY_FAMILY_CONFIG[wildcards.family]["transfer_from"]
+    reads = ["status.json", *TRANSFER_CRITERIA.get(source, [])]
+    return [f"{p}/{r}" for p in transfer_points(wildcards) for r in reads]
 
 
 def alloy_training_data(wildcards):
