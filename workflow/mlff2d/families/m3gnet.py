@@ -7,7 +7,8 @@ forces (eV/Å) and a 3×3 stress in GPa, tension positive, the unit and sign mat
   physical. :func:`train` sets the out-of-plane components (xz, yz, zx, zy, zz) of every label
   to NaN itself, whatever the file holds, and trains with matgl's ``allow_missing_labels``,
   which drops NaN labels from the loss. The reported validation stress MAE is over the in-plane
-  Voigt components xx, yy and xy only.
+  Voigt components xx, yy and xy only, once each, in GPa (as every family's, see
+  :func:`mlff2d.families.in_plane_stress_mae`).
 * **Checkpoints.** After every epoch the full Lightning state goes to
   ``outdir/checkpoints/last.ckpt`` (written to a temporary file, then renamed). A later call with
   the same ``outdir`` (and settings) resumes from it, and ``metrics.csv`` keeps the rows of the
@@ -42,7 +43,7 @@ import pandas as pd
 from ase.data import chemical_symbols
 
 from mlff2d.export import OUT_OF_PLANE_3X3
-from mlff2d.families import METRIC_COLUMNS, pick_device
+from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, pick_device
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -86,8 +87,9 @@ DEFAULTS: dict[str, Any] = {
     "freeze_blocks": 0,  # freeze the first N interaction blocks (three-body + graph layer)
 }
 
-#: In-plane Voigt components (xx, yy, xy) as (row, column) of the 3×3 stress.
-IN_PLANE_3X3 = ((0, 0), (1, 1), (0, 1))
+#: In-plane Voigt components (xx, yy, xy, once each) as (row, column) of the 3×3 stress: the
+#: definition every family's validation stress MAE uses (mlff2d.families.in_plane_stress_mae).
+IN_PLANE_3X3 = IN_PLANE_STRESS_3X3
 
 _SPLIT_FILES = {"train": "train.parquet", "val": "val.parquet"}
 _COLUMNS = ["material_id", "step", "numbers", "positions", "cell", "energy", "forces", "stress_gpa"]
@@ -341,7 +343,7 @@ def _epoch_recorder(outdir: Path) -> Any:
                     "energy_mae_meV_per_atom": 1000 * mae[0],
                     "forces_mae_meV_per_A": 1000 * mae[1],
                     "stress_mae": mae[2],
-                    "stress_unit": "GPa",
+                    "stress_unit": STRESS_UNIT,
                     "time_s": time.perf_counter() - self.t0,
                 }
             )

@@ -15,9 +15,11 @@ it (no installed file is edited):
   from the loss".
 * **In-plane stress metric.** MACE's logged ``mae_stress`` averages all 9 components. Its
   per-epoch validation metric object (``mace.tools.train.MACELoss``) is replaced by a subclass
-  that adds ``mae_stress_in_plane`` (mean |Δσ| over xx, xy, yx, yy, eV/Å³, the same four
-  components matgl averages when the others are NaN) and ``wall_time`` (Unix time) to the
-  metrics MACE writes to ``results/<tag>_train.txt``. So every ``metrics.csv`` value comes from
+  that adds ``mae_stress_in_plane_GPa`` (:func:`mlff2d.families.in_plane_stress_mae`: mean
+  |Δσ| over xx, yy and xy, once each, converted from MACE's eV/Å³ to GPa: the definition and
+  unit of every family's ``metrics.csv``) and ``wall_time`` (Unix time) to the metrics MACE
+  writes to ``results/<tag>_train.txt``. (The loss still sums xx, xy, yx, yy: a weight, not a
+  reported number.) So every ``metrics.csv`` value comes from
   MACE's own per-epoch evaluation of the validation set, with the same parameters (EMA ones if
   ``ema``) it used for its own numbers.
 * **Resume offset.** ``--restart_latest`` loads ``<tag>_epoch-<e>.pt`` (saved *after* epoch
@@ -33,7 +35,7 @@ ran, else stage one; both are MACE's best-validation-loss checkpoint of that sta
 
 ``metrics.csv`` (see :data:`mlff2d.families.METRIC_COLUMNS`): ``epoch`` counts completed
 epochs (1-based; MACE's internal epoch + 1); validation energy MAE per atom (meV/atom), force MAE
-(meV/Å), in-plane stress MAE (eV/Å³, ``stress_unit`` ``eV/A3``); ``time_s`` is the wall time
+(meV/Å), in-plane stress MAE (GPa, ``stress_unit`` ``GPa``; xx, yy, xy once each); ``time_s`` is the wall time
 of that epoch alone (not cumulative): from the end of the previous validation (or of the
 initial one after a (re)start) to the end of this epoch's validation; ``stress_mae`` is NaN with
 ``loss: weighted`` (no stress trained or evaluated). When a resumed run
@@ -58,7 +60,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlff2d.families import METRIC_COLUMNS, pick_device
+from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, in_plane_stress_mae, pick_device
+from mlff2d.units import EV_PER_A3_IN_GPA
 
 #: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
 #: L = 2 (``max_L``), 192 channels, stage two ("SWA") from epoch 50 with energy weight 10 and
@@ -199,18 +202,15 @@ def _in_plane_stress_loss_class() -> type:
 
 
 def _in_plane_metrics_class(base: type) -> type:
-    """MACE's per-epoch metric (``MACELoss``) plus the in-plane stress MAE and a wall time."""
-    import numpy as np
+    """MACE's per-epoch metric (``MACELoss``) plus the in-plane stress MAE (GPa) and a wall time."""
 
     class InPlaneMACELoss(base):  # type: ignore[misc, valid-type]
         def compute(self) -> tuple[float, dict[str, Any]]:
             loss, aux = super().compute()
             if self.stress_computed:
-                # reference - prediction; MACE keeps it flat (9 row-major values per structure
-                # whose stress weight is non-zero), so restore the 3×3 blocks
-                delta = self.convert(self.delta_stress).reshape(-1, 3, 3)
-                rows, cols = zip(*IN_PLANE)
-                aux["mae_stress_in_plane"] = float(np.mean(np.abs(delta[:, list(rows), list(cols)])))
+                # reference - prediction in eV/Å³; MACE keeps it flat (9 row-major values per
+                # structure whose stress weight is non-zero)
+                aux["mae_stress_in_plane_GPa"] = in_plane_stress_mae(self.convert(self.delta_stress), EV_PER_A3_IN_GPA)
             aux["wall_time"] = time.time()
             return loss, aux
 
@@ -345,8 +345,8 @@ def read_metrics(results_file: str | Path) -> pd.DataFrame:
                 epoch,
                 1000.0 * float(record["mae_e_per_atom"]),
                 1000.0 * float(record["mae_f"]),
-                float(record.get("mae_stress_in_plane", math.nan)),
-                "eV/A3",
+                float(record.get("mae_stress_in_plane_GPa", math.nan)),  # older runs' eV/Å³ key: NaN
+                STRESS_UNIT,
                 elapsed,
             ]
         previous_time = wall
