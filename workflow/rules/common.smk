@@ -137,6 +137,16 @@ def selected_args(wildcards, input):
     return " ".join(f"{e}={p}" for e, p in zip(DATASETS[wildcards.dataset]["e_cuts"], input.selected))
 
 
+def dataset_split_files(wildcards):
+    """The split CSVs of every split of a dataset."""
+    return [f"{DATA}/{wildcards.dataset}/split~{s}.csv" for s in DATASETS[wildcards.dataset]["splits"]]
+
+
+def split_file_args(wildcards, input):
+    """NAME=PATH arguments of `mlff2d selection-summary`."""
+    return " ".join(f"{s}={p}" for s, p in zip(DATASETS[wildcards.dataset]["splits"], input.splits))
+
+
 def uff_training_data(wildcards):
     """The export a sweep point trains on: its family, its e_cut, the universal split."""
     return f"{DATA}/{UNIVERSAL}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{UFF_SPLIT}"
@@ -317,6 +327,7 @@ def data_targets():
     for name, d in DATASETS.items():
         root = f"{DATA}/{name}"
         targets.append(f"{root}/filter_summary.csv")
+        targets.append(f"{root}/selection_summary.csv")
         targets += expand(f"{root}/split~{{split}}.csv", split=d["splits"])
         targets += expand(f"{root}/relax/split~{{split}}", split=d["splits"])
         targets += expand(f"{root}/export/{{family}}/ecut~{{ecut}}/split~{{split}}", family=FAMILIES, ecut=d["e_cuts"], split=d["splits"])
