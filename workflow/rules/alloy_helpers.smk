@@ -119,6 +119,29 @@ def alloy_train_args(wildcards):
     return args
 
 
+#: The parser of ALLOY_MODEL (and CURVE_MODEL, which extends it), beside the pattern's users.
+ALLOY_MODEL_RE = re.compile(
+    rf"^{re.escape(ALLOYS)}/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>[^/]+)/ecut~(?P<ecut>[^/]+)/split~(?P<split>[^/]+)(/|$)"
+)
+
+
+def alloy_exports():
+    """The exports the alloy and learning-curve models train on (alloy_training_data of each;
+    a learning-curve subset is cut from the same export)."""
+    exports = []
+    for model in alloy_models() + curve_models():
+        export = alloy_training_data(SimpleNamespace(**ALLOY_MODEL_RE.match(model).groupdict()))
+        if export not in exports:
+            exports.append(export)
+    return exports
+
+
+def transfer_source_families():
+    """Families whose universal sweep some transfer model starts from."""
+    models = alloy_models() + curve_models()
+    return sorted({m["family"] for m in (ALLOY_MODEL_RE.match(x) for x in models) if m["mode"] == "transfer"})
+
+
 def alloy_report_inputs(wildcards):
     """Evaluation summaries of every alloy model (val and test) and learning-curve model (test)."""
     inputs = [f"{m}/relax/{s}/summary.json" for m in alloy_models() for s in ALLOY_RELAX_SETS]

@@ -186,4 +186,4 @@ rule dataset_figures:
 
 rule data:
     input:
-        data_targets(),
+        data_inputs,
