@@ -274,8 +274,10 @@ def test_fine_tuning_starts_from_the_universal_weights(family: str, universal: d
 
     data = alloy_data[family]
     source_mae = val_energy_mae(family, universal[family][0] / "model" / ("mace.model" if family == "mace" else ""), data)
-    # lr so small the weights cannot move: the first validation is the universal model's
-    params = resolve_params(family, {**TINY[family], "epochs": 1}, 1e-12, 4)
+    # lr so small the weights cannot move, and the universal element energies kept (a refit
+    # changes the offsets, see test_refit_element_energies): the first validation is the
+    # universal model's
+    params = resolve_params(family, {**TINY[family], "epochs": 1, "refit_element_energies": False}, 1e-12, 4)
     outdir = tmp_path / "transfer"
     status = train_alloy(family, data, outdir, params, "transfer", points=universal[family], transfer_from="best", device="cpu")
     assert status["status"] == "ok", status
@@ -333,3 +335,60 @@ def test_broken_alloy_export_is_recorded_not_raised(family: str, universal: dict
     # no usable universal model: the transfer run is recorded as failed too
     status = train_alloy(family, broken, tmp_path / "nosource", params, "transfer", points=universal[family][1:], device="cpu")
     assert status["status"] == "failed" and "no transfer source" in status["reason"]
+
+
+def element_energies(family: str, model: Path) -> dict[int, float]:
+    """The per-element energy offsets (eV) a saved model adds: M3GNet's element refs, MACE's E0s."""
+    if family == "m3gnet":
+        import matgl
+        from ase.data import atomic_numbers
+
+        from mlff2d.families.m3gnet import MATGL_DEFAULT_ELEMENTS
+
+        refs = matgl.load_model(Path(model).absolute()).element_refs.property_offset.detach().cpu().numpy()
+        return {atomic_numbers[s]: float(r) for s, r in zip(MATGL_DEFAULT_ELEMENTS, refs)}
+    loaded = torch.load(model, weights_only=False, map_location="cpu")
+    energies = loaded.atomic_energies_fn.atomic_energies.detach().cpu().numpy().reshape(-1)
+    return {int(z): float(e) for z, e in zip(loaded.atomic_numbers.tolist(), energies)}
+
+
+def least_squares_offsets(family: str, data: Path) -> dict[int, float]:
+    """The documented refit: least squares of the training energies on the element counts
+    (minimum norm), over the elements of the training set."""
+    if family == "m3gnet":
+        frame = pd.read_parquet(data / "train.parquet")
+        numbers, energies = [np.asarray(n) for n in frame["numbers"]], frame["energy"].to_numpy(float)
+    else:
+        images = ase.io.read(data / "train.extxyz", index=":")
+        numbers, energies = [a.numbers for a in images], np.array([a.info["REF_energy"] for a in images])
+    zs = sorted({int(z) for n in numbers for z in n})
+    counts = np.array([[np.count_nonzero(n == z) for z in zs] for n in numbers], dtype=float)
+    solution = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    return dict(zip(zs, solution.tolist()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["m3gnet", "mace"])
+@pytest.mark.parametrize("refit", [True, False])
+def test_refit_element_energies(family: str, refit: bool, universal: dict[str, list[Path]], alloy_data: dict[str, Path], tmp_path: Path) -> None:
+    """refit_element_energies true: the transfer model's offsets are the least-squares fit on the
+    alloy training set (what normal training fits); false: the universal model's. The setting is
+    recorded in transfer_source.json and params.yaml beside the model."""
+    import yaml
+
+    from mlff2d.sweep import resolve_params
+
+    data = alloy_data[family]
+    params = resolve_params(family, {**TINY[family], "epochs": 1, "refit_element_energies": refit}, 1e-12, 4)
+    status = train_alloy(family, data, tmp_path, params, "transfer", points=universal[family], device="cpu")
+    assert status["status"] == "ok", status
+    got = element_energies(family, Path(status["model"]))
+    source_model = universal[family][0] / "model" / ("mace.model" if family == "mace" else "")
+    universal_offsets = element_energies(family, source_model)
+    fitted = least_squares_offsets(family, data)
+    expected = fitted if refit else {z: universal_offsets[z] for z in fitted}
+    assert {z: got[z] for z in fitted} == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    # the two settings really differ here (the universal set had NbS2 too, other offsets)
+    assert {z: universal_offsets[z] for z in fitted} != pytest.approx(fitted, rel=1e-3)
+    assert json.loads((tmp_path / "transfer_source.json").read_text())["refit_element_energies"] is refit
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["refit_element_energies"] is refit

@@ -14,7 +14,10 @@ holds ``training_data.json`` (the export it trained on and its size) and, in tra
   ``best_direct`` is the lowest *final direct validation energy MAE* (the last row of
   ``metrics.csv``); the two differ, because the validation frames differ between e_cuts.
   Points whose score is not finite (NaN, inf, missing) are never chosen. The criterion and
-  every candidate's score go to ``transfer_source.json``. When no usable universal model
+  every candidate's score go to ``transfer_source.json``, with ``refit_element_energies``
+  (the family setting: the per-element energy offsets are fitted on the alloy training set,
+  as normal training does, when true, the default; kept from the universal model when false).
+  When no usable universal model
   exists the alloy training is recorded as failed (``status.json``), never raised.
 * **Learning-curve subsets** (:func:`nested_subsets`): the training materials (never frames:
   a material keeps all its selected steps) sorted by id, permuted once with the seed; the
@@ -186,6 +189,8 @@ def train_alloy(
             source = resolve_transfer_source(points, transfer_from)
         except Exception as exc:
             return _record_failure(outdir, f"no transfer source ({transfer_from}): {type(exc).__name__}: {exc}")
+        # the per-element energy offsets: refitted on this training set, or kept from the source
+        source["refit_element_energies"] = bool(params.get("refit_element_energies", True))
         (outdir / "transfer_source.json").write_text(json.dumps(source, indent=2) + "\n")
         init_model = source["model"]
     else:

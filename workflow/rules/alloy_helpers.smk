@@ -108,10 +108,13 @@ def alloy_training_data(wildcards):
 
 def alloy_train_args(wildcards):
     """Arguments of `mlff2d train-alloy` from the config: lr, batch size, settings (the universal
-    family's params overridden by the alloy ones), freezing and the transfer source."""
+    family's params overridden by the alloy ones), freezing, the transfer source and whether
+    the element energies are refitted."""
     spec = ALLOY_FAMILY_CONFIG[wildcards.family]
     mode = spec[wildcards.mode]
     settings = {**UFF_FAMILIES[wildcards.family]["params"], **spec["params"]}
+    if wildcards.mode == "transfer":  # element energies refitted on the alloy data, or kept
+        settings["refit_element_energies"] = mode["refit_element_energies"]
     args = f"--mode {wildcards.mode} --lr {mode['lr']} --batch-size {mode['batch_size']} --params {shlex.quote(json.dumps(settings))}"
     if wildcards.mode == "transfer":
         points = " ".join(transfer_points(wildcards))

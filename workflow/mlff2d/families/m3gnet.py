@@ -15,7 +15,9 @@ forces (eV/Å) and a 3×3 stress in GPa, tension positive, the unit and sign mat
   epochs that the checkpoint covers. The training order of each epoch is drawn from
   ``seed + epoch``, so on the CPU a resumed run ends exactly where an uninterrupted one would.
 * **Transfer.** ``init_model`` (a saved ``outdir/model`` of this family) supplies the network,
-  its weights, element references and normalisation; the first ``freeze_blocks`` interaction
+  its weights and normalisation; the element references are refitted on the target training
+  set (least squares, as in normal training) with ``refit_element_energies`` (the default),
+  else kept from ``init_model``; the first ``freeze_blocks`` interaction
   blocks can be frozen. The model-size settings in ``params`` are then ignored (with a warning
   for those changed from DEFAULTS that differ from the initial model).
 * **Elements.** ``element_types`` defaults to matgl's universal list (``DEFAULT_ELEMENTS``), in
@@ -85,6 +87,7 @@ DEFAULTS: dict[str, Any] = {
     "data_std": 1.0,
     # transfer learning (only with init_model)
     "freeze_blocks": 0,  # freeze the first N interaction blocks (three-body + graph layer)
+    "refit_element_energies": True,  # refit the element refs on the target training set (else keep init_model's)
 }
 
 #: In-plane Voigt components (xx, yy, xy, once each) as (row, column) of the 3×3 stress: the
@@ -402,6 +405,8 @@ def train(
         element_types = tuple(model.element_types)
         cutoff = float(model.cutoff)
         refs = source.element_refs.property_offset.detach().cpu().numpy() if source.element_refs is not None else None
+        if p["refit_element_energies"]:  # the offsets of the target data, as normal training fits them
+            refs = _element_refs(frames["train"], element_types)
         data_mean, data_std = float(source.data_mean), float(source.data_std)
         kept = {"nblocks": model.n_blocks, "units": model.units, "cutoff": model.cutoff}
         kept |= {"threebody_cutoff": model.threebody_cutoff, "element_types": list(element_types)}

@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "correlation": 3,
     "num_interactions": 2,
     "model": "MACE",  # MACE builds a ScaleShiftMACE with zero shift; "ScaleShiftMACE" also works
-    "E0s": "average",  # least-squares per-element energies; fine-tuning always uses "foundation"
+    "E0s": "average",  # least-squares per-element energies; fine-tuning: see refit_element_energies
     "loss": "stress",  # "stress" (energy, forces, in-plane stress) or "weighted" (no stress)
     "energy_weight": 1.0,
     "forces_weight": 100.0,
@@ -104,13 +104,16 @@ DEFAULTS: dict[str, Any] = {
     # transfer learning (only with init_model): freeze the node embedding and the first N
     # interaction blocks (interaction + product) of the initial model; 0 trains every weight
     "freeze_blocks": 0,
+    # transfer learning: E0s fitted on the target training set (E0s, "average": least squares) with
+    # True, else the initial model's (MACE's E0s "foundation")
+    "refit_element_energies": True,
     "extra_args": {},  # further mace_run_train flags, e.g. {"radial_MLP": "[64, 64, 64]"}
 }
 
 #: MACE setting names for DEFAULTS keys that differ.
 _FLAG_NAMES = {"epochs": "max_num_epochs"}
 #: Keys handled by train() itself rather than passed as flags.
-_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks"}
+_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks", "refit_element_energies"}
 _LOSSES = ("stress", "weighted")
 #: In-plane (x, y) block of a 3×3 stress.
 IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -147,7 +150,9 @@ def mace_settings(
     settings["swa"] = stage_two
     settings["start_swa"] = int(p["start_swa"]) if stage_two else None
     if init_model is not None:
-        settings.update(foundation_model=Path(init_model).resolve(), E0s="foundation", multiheads_finetuning=False)
+        refit = bool(p["refit_element_energies"]) and p["E0s"] != "foundation"
+        settings.update(foundation_model=Path(init_model).resolve(), multiheads_finetuning=False,
+                        E0s=p["E0s"] if refit else "foundation")
     settings.update(dict(p["extra_args"]))
     return settings
 
@@ -369,8 +374,10 @@ def train(
             (same ``name`` and ``seed``).
         params: Settings overriding :data:`DEFAULTS`.
         init_model: A ``.model`` trained by this family to fine-tune from (MACE's
-            ``--foundation_model`` with ``--E0s foundation``): architecture, cutoff, E0s,
-            scale/shift and weights all come from it, and its elements must include the data's.
+            ``--foundation_model``): architecture, cutoff, scale/shift and weights come from
+            it, and its elements must include the data's. The E0s are fitted on the training
+            set (``E0s``, default ``average``) with ``refit_element_energies`` (the default),
+            else taken from it (``--E0s foundation``).
         device: ``cpu``/``cuda``; default CUDA when available.
         devices: GPUs on this node; more than one runs MACE's distributed mode (DDP over NCCL)
             in ``devices`` processes started by ``torchrun`` (see :func:`distributed_command`).
