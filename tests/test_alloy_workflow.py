@@ -66,6 +66,37 @@ def test_alloy_jobs_in_a_dry_run(tmp_path: Path) -> None:
     assert text.count("rule train_uff:") == 6
 
 
+def transfer_job_inputs(text: str, model: str) -> list[str]:
+    """The input files of the dry run's train_alloy job that writes ``model``/status.json."""
+    for block in text.split("\n\n"):
+        if "rule train_alloy:" in block and f"{model}/status.json" in block:
+            line = next(l for l in block.splitlines() if l.strip().startswith("input:"))
+            return line.split("input:", 1)[1].strip().split(", ")
+    raise AssertionError(f"no train_alloy job for {model}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["best", "best_direct"])
+def test_best_transfer_waits_for_the_universal_val_relaxations(tmp_path: Path, criterion: str) -> None:
+    """transfer_from best ranks by the val relaxation energy MAE: the transfer job reads every
+    sweep point's relax/val/summary.json (so the universal val relaxations are scheduled first);
+    best_direct reads only their status (and metrics)."""
+    work = study(tmp_path, transfer_from=criterion)
+    model = "results/thesis/alloys/mace/MoWS2/transfer/ecut~1e6/split~90-5-5"
+    out = snakemake(work, "-n", "--cores", "1", f"{model}/status.json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    inputs = transfer_job_inputs(text, model)
+    summaries = [i for i in inputs if i.endswith("/relax/val/summary.json")]
+    statuses = [i for i in inputs if i.startswith("results/thesis/uff/mace/") and i.endswith("/status.json")]
+    assert len(statuses) == 6
+    if criterion == "best":
+        assert sorted(summaries) == sorted(s.replace("status.json", "relax/val/summary.json") for s in statuses)
+        assert "checkpoint relax_sets:" in text  # the universal relaxation sets, before the shards
+    else:
+        assert summaries == []
+
+
 @pytest.mark.slow
 def test_unknown_transfer_source_names_the_key(tmp_path: Path) -> None:
     work = study(tmp_path, transfer_from="ecut~1e6/lr~0.5/bs~64")

@@ -103,11 +103,17 @@ def write_export(directory: Path, family: str, splits: dict[str, list[Atoms]]) -
     return directory
 
 
-def fake_point(directory: Path, status: str, energy_mae: float | None = None) -> Path:
+def fake_point(directory: Path, status: str, energy_mae: float | None = None, relax_mae: float | None = None) -> Path:
+    """A sweep point's status.json and metrics.csv (final direct val energy MAE ``energy_mae``)
+    and, with ``relax_mae``, its validation relaxation summary."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "status.json").write_text(json.dumps({"status": status, "model": str(directory / "model"), "reason": "boom"}))
-    rows = [] if energy_mae is None else [[1, energy_mae, 1.0, 1.0, "GPa", 1.0]]
+    rows = [] if energy_mae is None else [[1, 99.0, 1.0, 1.0, "GPa", 1.0], [2, energy_mae, 1.0, 1.0, "GPa", 1.0]]
     pd.DataFrame(rows, columns=METRIC_COLUMNS).to_csv(directory / "metrics.csv", index=False)
+    if relax_mae is not None:
+        (directory / "relax" / "val").mkdir(parents=True, exist_ok=True)
+        summary = {"n": 4, "energy": {"mae": relax_mae, "median": relax_mae}, "area": {"mae": 0.1}}
+        (directory / "relax" / "val" / "summary.json").write_text(json.dumps(summary, allow_nan=True))
     return directory
 
 
@@ -118,20 +124,70 @@ def fake_point(directory: Path, status: str, energy_mae: float | None = None) ->
 
 def test_transfer_source_best_or_named(tmp_path: Path) -> None:
     uff = tmp_path / "uff" / "mace"
-    good = fake_point(uff / "ecut~1e6" / "lr~0.01" / "bs~8", "ok", 5.0)
-    better = fake_point(uff / "ecut~1e6" / "lr~0.003" / "bs~8", "ok", 3.0)
+    good = fake_point(uff / "ecut~1e6" / "lr~0.01" / "bs~8", "ok", 5.0, relax_mae=7.0)
+    better = fake_point(uff / "ecut~1e6" / "lr~0.003" / "bs~8", "ok", 3.0, relax_mae=6.0)
     failed = fake_point(uff / "ecut~1e6" / "lr~0.1" / "bs~8", "failed")
     points = [good, better, failed]
     best = resolve_transfer_source(points, "best")
     assert best["label"] == "ecut~1e6/lr~0.003/bs~8" and best["model"] == str(better / "model")
-    assert best["energy_mae_meV_per_atom"] == {"ecut~1e6/lr~0.01/bs~8": 5.0, "ecut~1e6/lr~0.003/bs~8": 3.0}
+    assert best["scores"] == {"ecut~1e6/lr~0.01/bs~8": 7.0, "ecut~1e6/lr~0.003/bs~8": 6.0, "ecut~1e6/lr~0.1/bs~8": None}
     assert resolve_transfer_source(points, "ecut~1e6/lr~0.01/bs~8")["point"] == str(good)
+    assert resolve_transfer_source(points, "ecut~1e6/lr~0.01/bs~8")["criterion"] == "named"
     with pytest.raises(ValueError, match="failed"):
         resolve_transfer_source(points, "ecut~1e6/lr~0.1/bs~8")
     with pytest.raises(ValueError, match="not a sweep point"):
         resolve_transfer_source(points, "ecut~1e6/lr~9/bs~8")
-    with pytest.raises(ValueError, match="no sweep point finished"):
-        resolve_transfer_source([failed], "best")
+    for criterion in ("best", "best_direct"):
+        with pytest.raises(ValueError, match="no sweep point finished"):
+            resolve_transfer_source([failed], criterion)
+
+
+def test_best_is_the_relaxation_criterion_where_the_two_disagree(tmp_path: Path) -> None:
+    """The thesis's situation: the lowest direct val energy MAE (e_cut 0.01, lr 1e-3) is not
+    the lowest val relaxation energy MAE (e_cut 1e6, lr 1e-4). "best" takes the relaxation
+    one, "best_direct" the direct one; a NaN or infinite score is never chosen, whichever is
+    lowest otherwise."""
+    uff = tmp_path / "uff" / "m3gnet"
+    direct_winner = fake_point(uff / "ecut~0.01" / "lr~0.001" / "bs~128", "ok", 38.47, relax_mae=21.0)
+    relax_winner = fake_point(uff / "ecut~1e6" / "lr~0.0001" / "bs~128", "ok", 39.14, relax_mae=17.5)
+    nan_relax = fake_point(uff / "ecut~1e6" / "lr~0.001" / "bs~128", "ok", 50.0, relax_mae=float("nan"))
+    inf_relax = fake_point(uff / "ecut~0.02" / "lr~0.001" / "bs~128", "ok", float("nan"), relax_mae=float("inf"))
+    no_summary = fake_point(uff / "ecut~0.02" / "lr~0.0001" / "bs~128", "ok", 1.0)  # never relaxed
+    points = [direct_winner, relax_winner, nan_relax, inf_relax, no_summary]
+
+    best = resolve_transfer_source(points, "best")
+    assert best["label"] == "ecut~1e6/lr~0.0001/bs~128" and best["criterion"] == "best"
+    assert best["score_name"] == "val_relaxation_energy_mae_meV_per_atom"
+    assert best["scores"] == {
+        "ecut~0.01/lr~0.001/bs~128": 21.0,
+        "ecut~1e6/lr~0.0001/bs~128": 17.5,
+        "ecut~1e6/lr~0.001/bs~128": None,
+        "ecut~0.02/lr~0.001/bs~128": None,
+        "ecut~0.02/lr~0.0001/bs~128": None,
+    }
+    direct = resolve_transfer_source(points[:4], "best_direct")
+    assert direct["label"] == "ecut~0.01/lr~0.001/bs~128" and direct["criterion"] == "best_direct"
+    assert direct["scores"]["ecut~0.02/lr~0.001/bs~128"] is None  # NaN direct MAE: not chosen
+    assert "relaxation" in best["criterion_description"] and "direct" in direct["criterion_description"]
+    # only non-finite scores left: an error, never a NaN pick
+    with pytest.raises(ValueError, match="finite"):
+        resolve_transfer_source([nan_relax, inf_relax, no_summary], "best")
+
+
+def test_transfer_source_json_names_criterion_and_scores(tmp_path: Path) -> None:
+    """train_alloy writes the choice to transfer_source.json (valid JSON: null, never NaN), and a
+    transfer with no finite candidate is recorded as failed."""
+    uff = tmp_path / "uff" / "mace"
+    a = fake_point(uff / "ecut~1e6" / "lr~0.01" / "bs~8", "ok", 1.0, relax_mae=float("nan"))
+    b = fake_point(uff / "ecut~1e6" / "lr~0.003" / "bs~8", "ok", 2.0, relax_mae=4.0)
+    out = tmp_path / "alloy"
+    status = train_alloy("mace", tmp_path / "no-export", out, {}, "transfer", points=[a, b], transfer_from="best", device="cpu")
+    assert status["status"] == "failed"  # no export to train on, but the source was chosen first
+    source = json.loads((out / "transfer_source.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert source["label"] == "ecut~1e6/lr~0.003/bs~8" and source["criterion"] == "best"
+    assert source["scores"] == {"ecut~1e6/lr~0.01/bs~8": None, "ecut~1e6/lr~0.003/bs~8": 4.0}
+    none = train_alloy("mace", tmp_path / "no-export", tmp_path / "none", {}, "transfer", points=[a], device="cpu")
+    assert none["status"] == "failed" and "finite" in none["reason"]
 
 
 def test_nested_subsets_are_nested_and_seeded() -> None:
@@ -181,6 +237,8 @@ def universal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]
         point = root / "uff" / family / "ecut~1e6" / "lr~0.01" / "bs~4"
         status = train_point(family, data, point, resolve_params(family, TINY[family], 0.01, 4), device="cpu")
         assert status["status"] == "ok", status
+        (point / "relax" / "val").mkdir(parents=True)  # what "best" ranks by (relaxation rules write it)
+        (point / "relax" / "val" / "summary.json").write_text(json.dumps({"energy": {"mae": 12.0}}))
         out[family] = [point, fake_point(root / "uff" / family / "ecut~1e6" / "lr~0.1" / "bs~4", "failed")]
     return out
 
@@ -217,8 +275,10 @@ def test_fine_tuning_starts_from_the_universal_weights(family: str, universal: d
 
     data = alloy_data[family]
     source_mae = val_energy_mae(family, universal[family][0] / "model" / ("mace.model" if family == "mace" else ""), data)
-    # lr so small the weights cannot move: the first validation is the universal model's
-    params = resolve_params(family, {**TINY[family], "epochs": 1}, 1e-12, 4)
+    # lr so small the weights cannot move, and the universal element energies kept (a refit
+    # changes the offsets, see test_refit_element_energies): the first validation is the
+    # universal model's
+    params = resolve_params(family, {**TINY[family], "epochs": 1, "refit_element_energies": False}, 1e-12, 4)
     outdir = tmp_path / "transfer"
     status = train_alloy(family, data, outdir, params, "transfer", points=universal[family], transfer_from="best", device="cpu")
     assert status["status"] == "ok", status
@@ -276,3 +336,60 @@ def test_broken_alloy_export_is_recorded_not_raised(family: str, universal: dict
     # no usable universal model: the transfer run is recorded as failed too
     status = train_alloy(family, broken, tmp_path / "nosource", params, "transfer", points=universal[family][1:], device="cpu")
     assert status["status"] == "failed" and "no transfer source" in status["reason"]
+
+
+def element_energies(family: str, model: Path) -> dict[int, float]:
+    """The per-element energy offsets (eV) a saved model adds: M3GNet's element refs, MACE's E0s."""
+    if family == "m3gnet":
+        import matgl
+        from ase.data import atomic_numbers
+
+        from mlff2d.families.m3gnet import MATGL_DEFAULT_ELEMENTS
+
+        refs = matgl.load_model(Path(model).absolute()).element_refs.property_offset.detach().cpu().numpy()
+        return {atomic_numbers[s]: float(r) for s, r in zip(MATGL_DEFAULT_ELEMENTS, refs)}
+    loaded = torch.load(model, weights_only=False, map_location="cpu")
+    energies = loaded.atomic_energies_fn.atomic_energies.detach().cpu().numpy().reshape(-1)
+    return {int(z): float(e) for z, e in zip(loaded.atomic_numbers.tolist(), energies)}
+
+
+def least_squares_offsets(family: str, data: Path) -> dict[int, float]:
+    """The documented refit: least squares of the training energies on the element counts
+    (minimum norm), over the elements of the training set."""
+    if family == "m3gnet":
+        frame = pd.read_parquet(data / "train.parquet")
+        numbers, energies = [np.asarray(n) for n in frame["numbers"]], frame["energy"].to_numpy(float)
+    else:
+        images = ase.io.read(data / "train.extxyz", index=":")
+        numbers, energies = [a.numbers for a in images], np.array([a.info["REF_energy"] for a in images])
+    zs = sorted({int(z) for n in numbers for z in n})
+    counts = np.array([[np.count_nonzero(n == z) for z in zs] for n in numbers], dtype=float)
+    solution = np.linalg.lstsq(counts, energies, rcond=None)[0]
+    return dict(zip(zs, solution.tolist()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["m3gnet", "mace"])
+@pytest.mark.parametrize("refit", [True, False])
+def test_refit_element_energies(family: str, refit: bool, universal: dict[str, list[Path]], alloy_data: dict[str, Path], tmp_path: Path) -> None:
+    """refit_element_energies true: the transfer model's offsets are the least-squares fit on the
+    alloy training set (what normal training fits); false: the universal model's. The setting is
+    recorded in transfer_source.json and params.yaml beside the model."""
+    import yaml
+
+    from mlff2d.sweep import resolve_params
+
+    data = alloy_data[family]
+    params = resolve_params(family, {**TINY[family], "epochs": 1, "refit_element_energies": refit}, 1e-12, 4)
+    status = train_alloy(family, data, tmp_path, params, "transfer", points=universal[family], device="cpu")
+    assert status["status"] == "ok", status
+    got = element_energies(family, Path(status["model"]))
+    source_model = universal[family][0] / "model" / ("mace.model" if family == "mace" else "")
+    universal_offsets = element_energies(family, source_model)
+    fitted = least_squares_offsets(family, data)
+    expected = fitted if refit else {z: universal_offsets[z] for z in fitted}
+    assert {z: got[z] for z in fitted} == pytest.approx(expected, rel=1e-6, abs=1e-6)
+    # the two settings really differ here (the universal set had NbS2 too, other offsets)
+    assert {z: universal_offsets[z] for z in fitted} != pytest.approx(fitted, rel=1e-3)
+    assert json.loads((tmp_path / "transfer_source.json").read_text())["refit_element_energies"] is refit
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["refit_element_energies"] is refit

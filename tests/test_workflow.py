@@ -60,11 +60,37 @@ def test_dry_run_of_the_study_lists_every_stage(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     for stage in STAGES:
         assert f"\n{stage} " in text or f"rule {stage}:" in text, f"stage {stage} missing from the dry run"
-    # 2d: 4 cutoffs x 2 splits x 3 families exports; 9 alloys + combined: 3 cutoffs x 2 splits x 3
-    assert text.count("rule export:") == 24 + 10 * 18
+    # only the exports a training reads: 2d, the sweeps' (M3GNet 3 cutoffs, MACE 1, split 90-5-5);
+    # 9 alloys + combined: M3GNet 0.01 x 90-5-5, MACE 2 cutoffs x 2 splits (the curves' among them)
+    assert text.count("rule export:") == 4 + 10 * (1 + 4)
+    exports = {job_field(b, "output") for b in jobs(text, "rule export:")}
+    read = {i for rule in ("rule train_uff:", "rule train_alloy:", "rule curve_subset:") for b in jobs(text, rule)
+            for i in job_field(b, "input").split(", ") if "/export/" in i}
+    assert len(exports) == 54 and exports == read, (sorted(exports - read), sorted(read - exports))
+    assert not any("/export/nequip/" in e for e in exports)
     assert text.count("rule ingest:") == 1 + 10 and text.count("checkpoint relax_sets:") == 2 + 10 * 2
     assert text.count("rule train_uff:") == 18 + 6
     assert "uff/m3gnet/ecut~1e6/lr~0.0001/bs~512/status.json" in text
+
+
+def jobs(text: str, header: str) -> list[str]:
+    """The dry run's job blocks of one rule (``rule export:``)."""
+    return [b for b in text.split("\n\n") if any(l.strip() == header for l in b.splitlines())]
+
+
+def job_field(block: str, field: str) -> str:
+    return next(l.split(":", 1)[1].strip() for l in block.splitlines() if l.strip().startswith(f"{field}:"))
+
+
+@pytest.mark.slow
+def test_extra_exports_are_asked_for(tmp_path: Path) -> None:
+    """export.families adds exports no rule reads, for every e_cut x split of every dataset."""
+    work = campaign_dir(tmp_path, 6, export={"families": ["nequip"]})
+    out = snakemake(work, "data", "-n", "--cores", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    exports = {job_field(b, "output") for b in jobs(out.stdout + out.stderr, "rule export:")}
+    nequip = {e for e in exports if "/export/nequip/" in e}
+    assert len(nequip) == 4 * 2 and len(exports - nequip) == 4  # 2d only: 4 cutoffs x 2 splits
 
 
 @pytest.mark.slow
@@ -82,7 +108,7 @@ def test_bad_config_stops_with_key(tmp_path: Path) -> None:
 def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
     work = campaign_dir(
         tmp_path, 40, alloys=10, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
-        uff={"split": "80-10-10"},
+        uff={"split": "80-10-10"}, export={"families": ["nequip"]},
     )
     cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
     cfg["alloys"].update(datasets=cfg["alloys"]["datasets"][:2], e_cuts=[1000000.0], splits=["80-10-10"])

@@ -62,6 +62,24 @@ def cmd_select(args: argparse.Namespace) -> None:
     log.info("e_cut %g: %d frames selected", args.e_cut, len(sel))
 
 
+def cmd_selection_summary(args: argparse.Namespace) -> None:
+    from mlff2d.select_steps import selection_summary
+
+    selected = dict(_label_path(a) for a in args.selected)
+    splits = dict(_label_path(a) for a in args.splits)
+    summary = selection_summary(args.clean, selected, splits, args.fallback)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(args.out, index=False, lineterminator="\n")
+    log.info("wrote %s (%d rows)", args.out, len(summary))
+
+
+def _label_path(text: str) -> tuple[str, str]:
+    label, sep, path = text.partition("=")
+    if not sep:
+        raise SystemExit(f"expected LABEL=PATH, got {text!r}")
+    return label, path
+
+
 def cmd_split(args: argparse.Namespace) -> None:
     from mlff2d.split import split_dataset, union_splits
 
@@ -349,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_select)
 
+    s = sub.add_parser("selection-summary", help="materials and frames per e_cut and per train/val/test (thesis 4.1)")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--selected", nargs="+", required=True, help="E_CUT=PATH of each selection")
+    s.add_argument("--splits", nargs="*", default=[], help="NAME=PATH of each split CSV")
+    s.add_argument("--fallback", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_selection_summary)
+
     s = sub.add_parser("split", help="split materials into train/val/test")
     s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
     s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
@@ -456,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--freeze-blocks", type=int, default=0, help="transfer: freeze the first N interaction blocks")
     s.add_argument("--universal", nargs="*", default=[], help="transfer: the family's universal sweep point directories")
-    s.add_argument("--transfer-from", default="best", help='transfer: "best" or a sweep point label ecut~X/lr~Y/bs~Z')
+    s.add_argument("--transfer-from", default="best", help='transfer: "best" (lowest validation relaxation energy MAE), "best_direct" (lowest final'
+                   ' direct validation energy MAE) or a sweep point label ecut~X/lr~Y/bs~Z')
     s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
     s.add_argument("--gpus", type=int, default=0, help="GPUs for data-parallel training (0: one device)")
     s.set_defaults(func=cmd_train_alloy)

@@ -111,17 +111,19 @@ def _check_cross_keys(config: Mapping[str, Any]) -> None:
 
 
 def _check_transfer_source(config: Mapping[str, Any], family: str, source: str) -> None:
-    """The transfer source of ``family``'s alloy models is ``best`` or a point of its sweep grid."""
+    """The transfer source of ``family``'s alloy models is a criterion (``best``, ...) or a point of its sweep grid."""
+    from mlff2d.transfer import CRITERIA as TRANSFER_CRITERIA
+
     key = f"alloys.families.{family}.transfer_from"
     uff = config["uff"]["families"].get(family)
     if uff is None:
         raise ConfigError(f"config key {key!r}: family {family!r} has no universal sweep (uff.families) to transfer from")
-    if source == "best":
+    if source in TRANSFER_CRITERIA:
         return
     grid = uff["grid"]
     labels = [f"ecut~{fmt_float(e)}/lr~{fmt_float(lr)}/bs~{int(bs)}" for e in grid["e_cut"] for lr in grid["lr"] for bs in grid["batch_size"]]
     if source not in labels:
-        raise ConfigError(f"config key {key!r}: {source!r} is not a point of uff.families.{family}.grid; one of {labels} or best")
+        raise ConfigError(f"config key {key!r}: {source!r} is not a point of uff.families.{family}.grid; one of {labels} or {' or '.join(TRANSFER_CRITERIA)}")
 
 
 def _check_names(config: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ in trajectory order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +69,58 @@ def select_dataset(
     schema = pa.schema([("material_id", pa.string()), ("step", pa.int32())])
     pq.write_table(pa.Table.from_pandas(result, schema=schema, preserve_index=False), out)
     return result
+
+
+#: Columns of ``selection_summary.csv`` (see :func:`selection_summary`).
+SUMMARY_COLUMNS = ["e_cut", "split", "set", "n_materials", "n_frames", "n_last_frames", "n_materials_fallback"]
+
+
+def selection_summary(
+    clean: str | Path,
+    selected: Mapping[str, str | Path],
+    splits: Mapping[str, str | Path],
+    fallback: Sequence[float] = DEFAULT_FALLBACK,
+) -> pd.DataFrame:
+    """Materials and frames per e_cut and per train/val/test (the counts of thesis 4.1).
+
+    Args:
+        clean: the clean store (its last step per material is the relaxed structure).
+        selected: e_cut label -> selected steps (``selected/ecut~<e>.parquet``).
+        splits: split name -> split CSV (material_id, split).
+        fallback: the fallback fractions the selection used.
+
+    Returns:
+        One row per e_cut × split × set, plus a row ``split = all``, ``set = all`` per e_cut
+        (every selected material): ``n_materials`` and ``n_frames`` selected,
+        ``n_last_frames`` (materials whose last, relaxed frame is among their selected frames:
+        under the literal e_cut rule only those that fell back, or all with ``keep_last``) and
+        ``n_materials_fallback`` (materials whose selection is exactly the fallback steps, as
+        it is when no step passes the cutoff).
+    """
+    table = pq.read_table(clean, columns=["material_id", "step"]).to_pandas()
+    table["material_id"] = table["material_id"].astype(str)
+    steps = table.groupby("material_id", sort=False)["step"].agg(list)
+    last = table.groupby("material_id")["step"].max()
+    fallback_steps = {
+        mid: frozenset(np.asarray(s)[select_steps(np.zeros(len(s)), 1.0, fallback)].tolist()) for mid, s in steps.items()
+    }
+    membership = {name: pd.read_csv(path, dtype={"material_id": str}).set_index("material_id")["split"] for name, path in splits.items()}
+    rows = []
+    for e_cut, path in selected.items():
+        sel = pd.read_parquet(path)
+        sel["material_id"] = sel["material_id"].astype(str)
+        per = sel.groupby("material_id")["step"].agg(frozenset)
+        info = pd.DataFrame({
+            "n_frames": sel.groupby("material_id").size(),
+            "has_last": [last.get(m) in s for m, s in per.items()],
+            "fallback": [fallback_steps.get(m) == s for m, s in per.items()],
+        }, index=per.index)
+        groups = [("all", "all", info)]
+        for name, assignment in membership.items():
+            sets = assignment.reindex(info.index)
+            groups += [(name, set_name, info[sets == set_name]) for set_name in ("train", "val", "test")]
+        for split, set_name, part in groups:
+            rows.append({"e_cut": e_cut, "split": split, "set": set_name, "n_materials": len(part),
+                         "n_frames": int(part["n_frames"].sum()), "n_last_frames": int(part["has_last"].sum()),
+                         "n_materials_fallback": int(part["fallback"].sum())})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

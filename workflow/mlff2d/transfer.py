@@ -7,10 +7,18 @@ writes (``status.json``, ``metrics.csv``, ``model/``, ``params.yaml``, ``provena
 holds ``training_data.json`` (the export it trained on and its size) and, in transfer mode,
 ``transfer_source.json`` (the universal sweep point it started from and why).
 
-* **Transfer source.** ``transfer_from`` is ``"best"`` (the successful universal sweep point
-  with the lowest final validation energy MAE, :func:`mlff2d.sweep.best_point`) or a sweep
-  point label such as ``ecut~1e6/lr~0.01/bs~8``. When no usable universal model exists the
-  alloy training is recorded as failed (``status.json``), never raised.
+* **Transfer source.** ``transfer_from`` is a criterion of :data:`CRITERIA` or a sweep point
+  label such as ``ecut~1e6/lr~0.01/bs~8``. ``best`` is the successful universal sweep point
+  with the lowest *validation relaxation energy MAE* (``relax/val/summary.json``): the same
+  validation structures for every point, which is how the thesis chose its source.
+  ``best_direct`` is the lowest *final direct validation energy MAE* (the last row of
+  ``metrics.csv``); the two differ, because the validation frames differ between e_cuts.
+  Points whose score is not finite (NaN, inf, missing) are never chosen. The criterion and
+  every candidate's score go to ``transfer_source.json``, with ``refit_element_energies``
+  (the family setting: the per-element energy offsets are fitted on the alloy training set,
+  as normal training does, when true, the default; kept from the universal model when false).
+  When no usable universal model
+  exists the alloy training is recorded as failed (``status.json``), never raised.
 * **Learning-curve subsets** (:func:`nested_subsets`): the training materials (never frames:
   a material keeps all its selected steps) sorted by id, permuted once with the seed; the
   subset of fraction ``f`` is the first ``max(1, ceil(f * n))`` of that order, so the subsets
@@ -34,6 +42,18 @@ import pandas as pd
 from mlff2d.sweep import best_of, point_scores, read_point, train_point
 
 MODES = ("normal", "transfer")
+#: The rules ``transfer_from`` may name instead of a sweep point: what each ranks the
+#: successful sweep points by (the lowest score wins).
+CRITERIA = {
+    "best": "lowest validation relaxation energy MAE (meV/atom, relax/val/summary.json): the same"
+    " validation structures for every sweep point, the thesis's choice",
+    "best_direct": "lowest final direct validation energy MAE (meV/atom, last row of metrics.csv);"
+    " the validation frames differ between e_cuts",
+}
+#: The score name of each criterion in ``transfer_source.json``.
+SCORE_NAMES = {"best": "val_relaxation_energy_mae_meV_per_atom", "best_direct": "val_direct_energy_mae_meV_per_atom"}
+#: The validation relaxation summary of a sweep point (written by the relaxation rules).
+VAL_RELAXATION_SUMMARY = Path("relax") / "val" / "summary.json"
 #: Training-file name of each exported family (see mlff2d.export).
 TRAIN_FILES = {"mace": "train.extxyz", "nequip": "train.extxyz", "m3gnet": "train.parquet"}
 
@@ -44,37 +64,83 @@ def point_label(point_dir: str | Path) -> str:
     return "/".join(parts[-3:])
 
 
+def relaxation_scores(points: Mapping[str, str | Path]) -> dict[str, float]:
+    """Validation relaxation energy MAE (meV/atom) of every successful point, by label; NaN
+    where the point has no relaxation summary or its MAE is not a number."""
+    scores = {}
+    for label, path in points.items():
+        status, _ = read_point(path)
+        if status["status"] != "ok":
+            continue
+        summary = Path(path) / VAL_RELAXATION_SUMMARY
+        try:
+            scores[label] = float(json.loads(summary.read_text())["energy"]["mae"])
+        except (OSError, KeyError, TypeError, ValueError):
+            scores[label] = float("nan")
+    return scores
+
+
+def criterion_scores(points: Mapping[str, str | Path], criterion: str) -> dict[str, float]:
+    """The score of every successful point under ``criterion`` (a key of :data:`CRITERIA`)."""
+    if criterion == "best":
+        return relaxation_scores(points)
+    if criterion == "best_direct":
+        return point_scores(points)
+    raise ValueError(f"unknown transfer criterion {criterion!r}; one of {sorted(CRITERIA)}")
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
 def resolve_transfer_source(points: Sequence[str | Path], transfer_from: str) -> dict[str, Any]:
     """The universal sweep point a transfer model starts from.
 
     Args:
         points: The family's sweep point directories (``.../ecut~X/lr~Y/bs~Z``).
-        transfer_from: ``"best"`` or a point label (``ecut~X/lr~Y/bs~Z``).
+        transfer_from: a criterion of :data:`CRITERIA` (``best``, ``best_direct``) or a point
+            label (``ecut~X/lr~Y/bs~Z``).
 
     Returns:
         ``label``, ``point`` (directory), ``model`` (the trained model's path), ``criterion``
-        and, for ``best``, ``energy_mae_meV_per_atom`` of every successful point.
+        (the rule's name), ``criterion_description`` and, for a criterion, ``score_name`` and
+        ``scores``: every point's score by label (``null`` for a failed point or a score that
+        is not finite; those are never chosen).
 
     Raises:
-        ValueError: no such point, or it (or every point, for ``best``) failed.
+        ValueError: no such point, or it (or every point, for a criterion) failed or has no
+            finite score.
     """
     by_label = {point_label(p): Path(p) for p in points}
-    if transfer_from == "best":
-        scores = point_scores(by_label)
-        label = best_of(scores)
-        criterion = "best: lowest final validation energy MAE of the successful sweep points"
+    scores: dict[str, float] | None = None
+    if transfer_from in CRITERIA:
+        criterion, description = transfer_from, CRITERIA[transfer_from]
+        scores = criterion_scores(by_label, criterion)
+        finite = {k: v for k, v in scores.items() if math.isfinite(v)}
+        if not finite:
+            raise ValueError(
+                f"no sweep point finished successfully with a finite {SCORE_NAMES[criterion]}"
+                f" (criterion {criterion}); scores: {scores}"
+            )
+        label = best_of(finite)
     else:
         label = transfer_from.strip("/")
         if label not in by_label:
             raise ValueError(f"transfer_from {transfer_from!r} is not a sweep point; known: {sorted(by_label)}")
-        scores = None
-        criterion = "named in the config"
+        criterion, description = "named", "named in the config"
     status, _ = read_point(by_label[label])
     if status["status"] != "ok":
         raise ValueError(f"universal sweep point {label} failed: {status.get('reason', '')}")
-    source = {"label": label, "point": str(by_label[label]), "model": status["model"], "criterion": criterion}
+    source = {
+        "label": label,
+        "point": str(by_label[label]),
+        "model": status["model"],
+        "criterion": criterion,
+        "criterion_description": description,
+    }
     if scores is not None:
-        source["energy_mae_meV_per_atom"] = scores
+        source["score_name"] = SCORE_NAMES[criterion]
+        source["scores"] = {k: _json_number(scores.get(k, math.nan)) for k in by_label}
     return source
 
 
@@ -123,6 +189,8 @@ def train_alloy(
             source = resolve_transfer_source(points, transfer_from)
         except Exception as exc:
             return _record_failure(outdir, f"no transfer source ({transfer_from}): {type(exc).__name__}: {exc}")
+        # the per-element energy offsets: refitted on this training set, or kept from the source
+        source["refit_element_energies"] = bool(params.get("refit_element_energies", True))
         (outdir / "transfer_source.json").write_text(json.dumps(source, indent=2) + "\n")
         init_model = source["model"]
     else:

@@ -73,24 +73,33 @@ def curve_models():
     ]
 
 
+#: transfer_from values that rank the whole sweep (mlff2d.transfer.CRITERIA), and what each
+#: criterion reads of every sweep point besides its status.json.
+TRANSFER_CRITERIA = {"best": ["relax/val/summary.json"], "best_direct": []}
+
+
 def transfer_points(wildcards):
-    """The universal sweep points a transfer model may start from: the whole sweep for "best",
-    else the named point."""
+    """The universal sweep points a transfer model may start from: the whole sweep for a
+    criterion ("best", "best_direct"), else the named point."""
     if wildcards.mode != "transfer":
         return []
     points = sweep_points(wildcards.family)
     source = ALLOY_FAMILY_CONFIG[wildcards.family]["transfer_from"]
-    if source == "best":
+    if source in TRANSFER_CRITERIA:
         return points
     named = [p for p in points if Path(p).parts[-3:] == Path(source).parts]
     if not named:
         labels = [sweep_point_label(wildcards.family, p) for p in points]
-        raise ValueError(f"config key 'alloys.families.{wildcards.family}.transfer_from': {source!r} is not a sweep point; one of {labels} or best")
+        raise ValueError(f"config key 'alloys.families.{wildcards.family}.transfer_from': {source!r} is not a sweep point; one of {labels} or {' / '.join(TRANSFER_CRITERIA)}")
     return named
 
 
-def transfer_statuses(wildcards):
-    return [f"{p}/status.json" for p in transfer_points(wildcards)]
+def transfer_inputs(wildcards):
+    """What the transfer source is chosen from: every candidate point's status.json and, for
+    "best", its validation relaxation summary (so the universal val relaxations run first)."""
+    source = ALLOY_FAMILY_CONFIG[wildcards.family]["transfer_from"]
+    reads = ["status.json", *TRANSFER_CRITERIA.get(source, [])]
+    return [f"{p}/{r}" for p in transfer_points(wildcards) for r in reads]
 
 
 def alloy_training_data(wildcards):
@@ -99,15 +108,41 @@ def alloy_training_data(wildcards):
 
 def alloy_train_args(wildcards):
     """Arguments of `mlff2d train-alloy` from the config: lr, batch size, settings (the universal
-    family's params overridden by the alloy ones), freezing and the transfer source."""
+    family's params overridden by the alloy ones), freezing, the transfer source and whether
+    the element energies are refitted."""
     spec = ALLOY_FAMILY_CONFIG[wildcards.family]
     mode = spec[wildcards.mode]
     settings = {**UFF_FAMILIES[wildcards.family]["params"], **spec["params"]}
+    if wildcards.mode == "transfer":  # element energies refitted on the alloy data, or kept
+        settings["refit_element_energies"] = mode["refit_element_energies"]
     args = f"--mode {wildcards.mode} --lr {mode['lr']} --batch-size {mode['batch_size']} --params {shlex.quote(json.dumps(settings))}"
     if wildcards.mode == "transfer":
         points = " ".join(transfer_points(wildcards))
         args += f" --freeze-blocks {mode['freeze_blocks']} --transfer-from {shlex.quote(spec['transfer_from'])} --universal {points}"
     return args
+
+
+#: The parser of ALLOY_MODEL (and CURVE_MODEL, which extends it), beside the pattern's users.
+ALLOY_MODEL_RE = re.compile(
+    rf"^{re.escape(ALLOYS)}/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>[^/]+)/ecut~(?P<ecut>[^/]+)/split~(?P<split>[^/]+)(/|$)"
+)
+
+
+def alloy_exports():
+    """The exports the alloy and learning-curve models train on (alloy_training_data of each;
+    a learning-curve subset is cut from the same export)."""
+    exports = []
+    for model in alloy_models() + curve_models():
+        export = alloy_training_data(SimpleNamespace(**ALLOY_MODEL_RE.match(model).groupdict()))
+        if export not in exports:
+            exports.append(export)
+    return exports
+
+
+def transfer_source_families():
+    """Families whose universal sweep some transfer model starts from."""
+    models = alloy_models() + curve_models()
+    return sorted({m["family"] for m in (ALLOY_MODEL_RE.match(x) for x in models) if m["mode"] == "transfer"})
 
 
 def alloy_report_inputs(wildcards):

@@ -11,7 +11,7 @@ include: "alloy_helpers.smk"
 rule train_alloy:
     input:
         data=alloy_training_data,
-        universal=transfer_statuses,
+        universal=transfer_inputs,
     output:
         metrics=f"{ALLOY_MODEL}/metrics.csv",
         status=f"{ALLOY_MODEL}/status.json",
@@ -62,7 +62,7 @@ rule curve_subset:
 use rule train_alloy as train_alloy_curve with:
     input:
         data=CURVE_DATA,
-        universal=transfer_statuses,
+        universal=transfer_inputs,
     output:
         metrics=f"{CURVE_MODEL}/metrics.csv",
         status=f"{CURVE_MODEL}/status.json",

@@ -4,6 +4,7 @@ import os
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 from snakemake.settings.types import DeploymentMethod
 
@@ -20,7 +21,9 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 ECUTS = [fmt_float(x) for x in config["selection"]["e_cuts"]]
 SPLIT_NAMES = list(config["splits"])
-FAMILIES = config["export"]["families"]
+#: Families exported for every e_cut × split of every dataset although no rule reads them
+#: (export.families); the exports the trainings read are derived from them (consumed_exports).
+EXTRA_EXPORT_FAMILIES = config["export"]["families"]
 UFF = f"{RESULTS}/uff"
 UFF_SPLIT = config["uff"]["split"]
 UFF_FAMILIES = config["uff"]["families"]
@@ -135,6 +138,16 @@ def dataset_selected(wildcards):
 def selected_args(wildcards, input):
     """LABEL=PATH arguments of `mlff2d dataset-figures`."""
     return " ".join(f"{e}={p}" for e, p in zip(DATASETS[wildcards.dataset]["e_cuts"], input.selected))
+
+
+def dataset_split_files(wildcards):
+    """The split CSVs of every split of a dataset."""
+    return [f"{DATA}/{wildcards.dataset}/split~{s}.csv" for s in DATASETS[wildcards.dataset]["splits"]]
+
+
+def split_file_args(wildcards, input):
+    """NAME=PATH arguments of `mlff2d selection-summary`."""
+    return " ".join(f"{s}={p}" for s, p in zip(DATASETS[wildcards.dataset]["splits"], input.splits))
 
 
 def uff_training_data(wildcards):
@@ -317,12 +330,39 @@ def data_targets():
     for name, d in DATASETS.items():
         root = f"{DATA}/{name}"
         targets.append(f"{root}/filter_summary.csv")
+        targets.append(f"{root}/selection_summary.csv")
         targets += expand(f"{root}/split~{{split}}.csv", split=d["splits"])
         targets += expand(f"{root}/relax/split~{{split}}", split=d["splits"])
-        targets += expand(f"{root}/export/{{family}}/ecut~{{ecut}}/split~{{split}}", family=FAMILIES, ecut=d["e_cuts"], split=d["splits"])
+        targets += expand(f"{root}/export/{{family}}/ecut~{{ecut}}/split~{{split}}", family=EXTRA_EXPORT_FAMILIES, ecut=d["e_cuts"], split=d["splits"])
+    targets += [e for e in consumed_exports() if e not in targets]
     if config["figures"]["enabled"]:
         targets.append(f"{DATA}/{UNIVERSAL}/figures")
     return targets
+
+
+def data_inputs(wildcards):
+    """Input function of `rule data` (evaluated once every .smk file is read)."""
+    return data_targets()
+
+
+def universal_exports():
+    """The universal exports the sweeps read: uff_training_data of every sweep point of an
+    enabled family, and of every point an alloy transfer may start from."""
+    points = [(f, p) for f, spec in UFF_FAMILIES.items() if spec["enabled"] for p in sweep_points(f)]
+    points += [(f, p) for f in transfer_source_families() for p in sweep_points(f)]
+    exports = []
+    for family, point in points:
+        ecut = Path(point).parts[-3].split("~", 1)[1]
+        export = uff_training_data(SimpleNamespace(family=family, ecut=ecut))
+        if export not in exports:
+            exports.append(export)
+    return exports
+
+
+def consumed_exports():
+    """Every export a training of the configured campaign reads: the sweeps' (universal_exports)
+    and the alloy and learning-curve models' (alloy_exports in alloy_helpers.smk)."""
+    return universal_exports() + [e for e in alloy_exports() if e not in universal_exports()]
 
 
 def all_targets():

@@ -96,6 +96,26 @@ rule split:
         "mlff2d split {params.args} --out {output} > {log} 2>&1"
 
 
+rule selection_summary:
+    input:
+        clean=rules.filter_outliers.output.clean,
+        selected=dataset_selected,
+        splits=dataset_split_files,
+    output:
+        f"{DATA}/{{dataset}}/selection_summary.csv",
+    params:
+        selected=selected_args,
+        splits=split_file_args,
+        fallback=" ".join(str(f) for f in config["selection"]["fallback"]),
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/selection_summary/{{dataset}}.log",
+    shell:
+        "mlff2d selection-summary --clean {input.clean} --selected {params.selected} --splits {params.splits}"
+        " --fallback {params.fallback} --out {output} > {log} 2>&1"
+
+
 rule export:
     input:
         clean=rules.filter_outliers.output.clean,
@@ -166,4 +186,4 @@ rule dataset_figures:
 
 rule data:
     input:
-        data_targets(),
+        data_inputs,

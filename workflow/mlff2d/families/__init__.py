@@ -7,7 +7,8 @@ Each family module (``mlff2d.families.<name>``) provides:
   exported ``data_dir/{train,val}`` files (see :mod:`mlff2d.export`), writes
   ``outdir/model`` (the trained model), ``outdir/metrics.csv`` (one row per epoch:
   ``epoch, energy_mae_meV_per_atom, forces_mae_meV_per_A, stress_mae, stress_unit, time_s``,
-  validation set, stress in-plane components only, in the family's unit), checkpoints under
+  validation set; ``stress_mae`` is :func:`in_plane_stress_mae` in GPa, the same definition
+  and unit for every family: xx, yy and xy once each), checkpoints under
   ``outdir/checkpoints`` (a rerun resumes from the last one) and returns the model path.
   ``init_model`` fine-tunes from a trained model of the same family instead of starting from
   scratch (transfer learning);
@@ -26,9 +27,36 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 FAMILY_MODULES = {"m3gnet": "mlff2d.families.m3gnet", "mace": "mlff2d.families.mace"}
 METRIC_COLUMNS = ["epoch", "energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae", "stress_unit", "time_s"]
+#: The in-plane stress components of the validation stress MAE, as (row, column) of the 3×3
+#: stress: xx, yy and xy, each once (yx is xy again). Every family's metrics.csv uses them.
+IN_PLANE_STRESS_3X3 = ((0, 0), (1, 1), (0, 1))
+#: The unit of ``stress_mae`` in every family's metrics.csv.
+STRESS_UNIT = "GPa"
+
+
+def in_plane_stress_mae(delta: Any, to_gpa: float = 1.0) -> float:
+    """Mean |Δσ| over the in-plane components xx, yy, xy (once each) of every structure, in GPa.
+
+    Args:
+        delta: stress differences (prediction - reference or the reverse), shape (n, 3, 3) or
+            (n, 9) row-major; non-finite entries (missing labels) are left out.
+        to_gpa: the factor from ``delta``'s unit to GPa (``mlff2d.units.EV_PER_A3_IN_GPA`` for
+            eV/Å³).
+
+    Returns:
+        The MAE in GPa; NaN when no finite in-plane component is left.
+    """
+    import numpy as np
+
+    d = np.asarray(delta, dtype=float).reshape(-1, 3, 3)
+    rows, cols = zip(*IN_PLANE_STRESS_3X3)
+    values = np.abs(d[:, list(rows), list(cols)]).reshape(-1) * float(to_gpa)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 def get_family(name: str) -> ModuleType:

@@ -7,14 +7,17 @@ forces (eV/Å) and a 3×3 stress in GPa, tension positive, the unit and sign mat
   physical. :func:`train` sets the out-of-plane components (xz, yz, zx, zy, zz) of every label
   to NaN itself, whatever the file holds, and trains with matgl's ``allow_missing_labels``,
   which drops NaN labels from the loss. The reported validation stress MAE is over the in-plane
-  Voigt components xx, yy and xy only.
+  Voigt components xx, yy and xy only, once each, in GPa (as every family's, see
+  :func:`mlff2d.families.in_plane_stress_mae`).
 * **Checkpoints.** After every epoch the full Lightning state goes to
   ``outdir/checkpoints/last.ckpt`` (written to a temporary file, then renamed). A later call with
   the same ``outdir`` (and settings) resumes from it, and ``metrics.csv`` keeps the rows of the
   epochs that the checkpoint covers. The training order of each epoch is drawn from
   ``seed + epoch``, so on the CPU a resumed run ends exactly where an uninterrupted one would.
 * **Transfer.** ``init_model`` (a saved ``outdir/model`` of this family) supplies the network,
-  its weights, element references and normalisation; the first ``freeze_blocks`` interaction
+  its weights and normalisation; the element references are refitted on the target training
+  set (least squares, as in normal training) with ``refit_element_energies`` (the default),
+  else kept from ``init_model``; the first ``freeze_blocks`` interaction
   blocks can be frozen. The model-size settings in ``params`` are then ignored (with a warning
   for those changed from DEFAULTS that differ from the initial model).
 * **Elements.** ``element_types`` defaults to matgl's universal list (``DEFAULT_ELEMENTS``), in
@@ -43,7 +46,7 @@ from ase.data import chemical_symbols
 
 from mlff2d import checkpoints, divergence
 from mlff2d.export import OUT_OF_PLANE_3X3
-from mlff2d.families import METRIC_COLUMNS, pick_device
+from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, pick_device
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -85,11 +88,13 @@ DEFAULTS: dict[str, Any] = {
     "data_std": 1.0,
     # transfer learning (only with init_model)
     "freeze_blocks": 0,  # freeze the first N interaction blocks (three-body + graph layer)
+    "refit_element_energies": True,  # refit the element refs on the target training set (else keep init_model's)
     **divergence.DEFAULTS,  # stop (and fail) when the validation errors diverge
 }
 
-#: In-plane Voigt components (xx, yy, xy) as (row, column) of the 3×3 stress.
-IN_PLANE_3X3 = ((0, 0), (1, 1), (0, 1))
+#: In-plane Voigt components (xx, yy, xy, once each) as (row, column) of the 3×3 stress: the
+#: definition every family's validation stress MAE uses (mlff2d.families.in_plane_stress_mae).
+IN_PLANE_3X3 = IN_PLANE_STRESS_3X3
 
 _SPLIT_FILES = {"train": "train.parquet", "val": "val.parquet"}
 _COLUMNS = ["material_id", "step", "numbers", "positions", "cell", "energy", "forces", "stress_gpa"]
@@ -347,7 +352,7 @@ def _epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any
                     "energy_mae_meV_per_atom": 1000 * mae[0],
                     "forces_mae_meV_per_A": 1000 * mae[1],
                     "stress_mae": mae[2],
-                    "stress_unit": "GPa",
+                    "stress_unit": STRESS_UNIT,
                     "time_s": time.perf_counter() - self.t0,
                 }
             )
@@ -410,6 +415,8 @@ def train(
         element_types = tuple(model.element_types)
         cutoff = float(model.cutoff)
         refs = source.element_refs.property_offset.detach().cpu().numpy() if source.element_refs is not None else None
+        if p["refit_element_energies"]:  # the offsets of the target data, as normal training fits them
+            refs = _element_refs(frames["train"], element_types)
         data_mean, data_std = float(source.data_mean), float(source.data_std)
         kept = {"nblocks": model.n_blocks, "units": model.units, "cutoff": model.cutoff}
         kept |= {"threebody_cutoff": model.threebody_cutoff, "element_types": list(element_types)}

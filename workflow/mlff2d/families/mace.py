@@ -15,9 +15,11 @@ it (no installed file is edited):
   from the loss".
 * **In-plane stress metric.** MACE's logged ``mae_stress`` averages all 9 components. Its
   per-epoch validation metric object (``mace.tools.train.MACELoss``) is replaced by a subclass
-  that adds ``mae_stress_in_plane`` (mean |Δσ| over xx, xy, yx, yy, eV/Å³, the same four
-  components matgl averages when the others are NaN) and ``wall_time`` (Unix time) to the
-  metrics MACE writes to ``results/<tag>_train.txt``. So every ``metrics.csv`` value comes from
+  that adds ``mae_stress_in_plane_GPa`` (:func:`mlff2d.families.in_plane_stress_mae`: mean
+  |Δσ| over xx, yy and xy, once each, converted from MACE's eV/Å³ to GPa: the definition and
+  unit of every family's ``metrics.csv``) and ``wall_time`` (Unix time) to the metrics MACE
+  writes to ``results/<tag>_train.txt``. (The loss still sums xx, xy, yx, yy: a weight, not a
+  reported number.) So every ``metrics.csv`` value comes from
   MACE's own per-epoch evaluation of the validation set, with the same parameters (EMA ones if
   ``ema``) it used for its own numbers.
 * **Resume offset.** ``--restart_latest`` loads ``<tag>_epoch-<e>.pt`` (saved *after* epoch
@@ -33,7 +35,7 @@ ran, else stage one; both are MACE's best-validation-loss checkpoint of that sta
 
 ``metrics.csv`` (see :data:`mlff2d.families.METRIC_COLUMNS`): ``epoch`` counts completed
 epochs (1-based; MACE's internal epoch + 1); validation energy MAE per atom (meV/atom), force MAE
-(meV/Å), in-plane stress MAE (eV/Å³, ``stress_unit`` ``eV/A3``); ``time_s`` is the wall time
+(meV/Å), in-plane stress MAE (GPa, ``stress_unit`` ``GPa``; xx, yy, xy once each); ``time_s`` is the wall time
 of that epoch alone (not cumulative): from the end of the previous validation (or of the
 initial one after a (re)start) to the end of this epoch's validation; ``stress_mae`` is NaN with
 ``loss: weighted`` (no stress trained or evaluated). When a resumed run
@@ -59,7 +61,8 @@ from typing import Any
 import pandas as pd
 
 from mlff2d import checkpoints, divergence
-from mlff2d.families import METRIC_COLUMNS, pick_device
+from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, in_plane_stress_mae, pick_device
+from mlff2d.units import EV_PER_A3_IN_GPA
 
 #: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
 #: L = 2 (``max_L``), 192 channels, stage two ("SWA") from epoch 50 with energy weight 10 and
@@ -75,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "correlation": 3,
     "num_interactions": 2,
     "model": "MACE",  # MACE builds a ScaleShiftMACE with zero shift; "ScaleShiftMACE" also works
-    "E0s": "average",  # least-squares per-element energies; fine-tuning always uses "foundation"
+    "E0s": "average",  # least-squares per-element energies; fine-tuning: see refit_element_energies
     "loss": "stress",  # "stress" (energy, forces, in-plane stress) or "weighted" (no stress)
     "energy_weight": 1.0,
     "forces_weight": 100.0,
@@ -102,6 +105,9 @@ DEFAULTS: dict[str, Any] = {
     # transfer learning (only with init_model): freeze the node embedding and the first N
     # interaction blocks (interaction + product) of the initial model; 0 trains every weight
     "freeze_blocks": 0,
+    # transfer learning: E0s fitted on the target training set (E0s, "average": least squares) with
+    # True, else the initial model's (MACE's E0s "foundation")
+    "refit_element_energies": True,
     "extra_args": {},  # further mace_run_train flags, e.g. {"radial_MLP": "[64, 64, 64]"}
     **divergence.DEFAULTS,  # stop (and fail) when the validation errors diverge
 }
@@ -109,7 +115,7 @@ DEFAULTS: dict[str, Any] = {
 #: MACE setting names for DEFAULTS keys that differ.
 _FLAG_NAMES = {"epochs": "max_num_epochs"}
 #: Keys handled by train() itself rather than passed as flags.
-_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks", *divergence.DEFAULTS}
+_NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks", "refit_element_energies", *divergence.DEFAULTS}
 _LOSSES = ("stress", "weighted")
 #: In-plane (x, y) block of a 3×3 stress.
 IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -146,7 +152,9 @@ def mace_settings(
     settings["swa"] = stage_two
     settings["start_swa"] = int(p["start_swa"]) if stage_two else None
     if init_model is not None:
-        settings.update(foundation_model=Path(init_model).resolve(), E0s="foundation", multiheads_finetuning=False)
+        refit = bool(p["refit_element_energies"]) and p["E0s"] != "foundation"
+        settings.update(foundation_model=Path(init_model).resolve(), multiheads_finetuning=False,
+                        E0s=p["E0s"] if refit else "foundation")
     settings.update(dict(p["extra_args"]))
     return settings
 
@@ -201,18 +209,15 @@ def _in_plane_stress_loss_class() -> type:
 
 
 def _in_plane_metrics_class(base: type) -> type:
-    """MACE's per-epoch metric (``MACELoss``) plus the in-plane stress MAE and a wall time."""
-    import numpy as np
+    """MACE's per-epoch metric (``MACELoss``) plus the in-plane stress MAE (GPa) and a wall time."""
 
     class InPlaneMACELoss(base):  # type: ignore[misc, valid-type]
         def compute(self) -> tuple[float, dict[str, Any]]:
             loss, aux = super().compute()
             if self.stress_computed:
-                # reference - prediction; MACE keeps it flat (9 row-major values per structure
-                # whose stress weight is non-zero), so restore the 3×3 blocks
-                delta = self.convert(self.delta_stress).reshape(-1, 3, 3)
-                rows, cols = zip(*IN_PLANE)
-                aux["mae_stress_in_plane"] = float(np.mean(np.abs(delta[:, list(rows), list(cols)])))
+                # reference - prediction in eV/Å³; MACE keeps it flat (9 row-major values per
+                # structure whose stress weight is non-zero)
+                aux["mae_stress_in_plane_GPa"] = in_plane_stress_mae(self.convert(self.delta_stress), EV_PER_A3_IN_GPA)
             aux["wall_time"] = time.time()
             return loss, aux
 
@@ -396,8 +401,8 @@ def read_metrics(results_file: str | Path) -> pd.DataFrame:
                 epoch,
                 1000.0 * float(record["mae_e_per_atom"]),
                 1000.0 * float(record["mae_f"]),
-                float(record.get("mae_stress_in_plane", math.nan)),
-                "eV/A3",
+                float(record.get("mae_stress_in_plane_GPa", math.nan)),  # older runs' eV/Å³ key: NaN
+                STRESS_UNIT,
                 elapsed,
             ]
         previous_time = wall
@@ -420,8 +425,10 @@ def train(
             (same ``name`` and ``seed``).
         params: Settings overriding :data:`DEFAULTS`.
         init_model: A ``.model`` trained by this family to fine-tune from (MACE's
-            ``--foundation_model`` with ``--E0s foundation``): architecture, cutoff, E0s,
-            scale/shift and weights all come from it, and its elements must include the data's.
+            ``--foundation_model``): architecture, cutoff, scale/shift and weights come from
+            it, and its elements must include the data's. The E0s are fitted on the training
+            set (``E0s``, default ``average``) with ``refit_element_energies`` (the default),
+            else taken from it (``--E0s foundation``).
         device: ``cpu``/``cuda``; default CUDA when available.
         devices: GPUs on this node; more than one runs MACE's distributed mode (DDP over NCCL)
             in ``devices`` processes started by ``torchrun`` (see :func:`distributed_command`).
