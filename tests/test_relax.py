@@ -276,7 +276,8 @@ def test_failed_training_or_model_marks_every_structure(tmp_path: Path, toy_fami
         raise OSError("no model here")
 
     toy_family.calculator = broken
-    ok = write_point(tmp_path / "ok", {"status": "ok", "model": "nowhere"})
+    ok = write_point(tmp_path / "ok", {"status": "ok", "model": "unloadable"})
+    (ok / "unloadable").write_text("not a model")  # present, but the family cannot load it
     out = relax_shard("toy", ok, start, 0, 5, tmp_path / "r2.parquet", tmp_path / "s2.extxyz")
     assert out["failure"].tolist() == ["model_failed: OSError: no model here"] * 2
     with pytest.raises(FileNotFoundError):
@@ -409,3 +410,24 @@ def test_real_failed_training_point(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     out = relax_shard("m3gnet", point, start, 0, 2, tmp_path / "r.parquet", tmp_path / "s.extxyz")
     assert len(out) == 2 and out["failure"].str.startswith("training_failed: ").all()
     assert not out["converged"].any() and out["energy_per_atom"].isna().all()
+
+
+@pytest.mark.slow
+def test_real_model_relaxes_strained_rattled_cells_over_many_steps(m3gnet_point: Path) -> None:
+    """A trained tiny M3GNet relaxes strained and rattled cells: FIRE takes many steps, atoms and
+    the in-plane cell move, and the energy (same calculator) falls."""
+    calc = mlff2d.families.get_family("m3gnet").calculator(Path(json.loads((m3gnet_point / "status.json").read_text())["model"]), "cpu")
+    rng = np.random.default_rng(11)
+    for i, (symbols, a, strain) in enumerate([("MoS2", 3.19, 1.06), ("WSe2", 3.3, 0.95), ("WSe2", 3.3, 1.05)]):
+        start = mx2(symbols, a, f"strained{i}")
+        start.set_cell(start.cell.array @ np.diag([strain, strain * rng.uniform(0.98, 1.02), 1.0]), scale_atoms=True)
+        start.positions += rng.normal(0.0, 0.08, start.positions.shape)
+        probe = start.copy()
+        probe.calc = calc
+        e_start = probe.get_potential_energy() / len(probe)
+        final, rec = relax_structure(start, calc, fmax=0.005, max_steps=300)
+        assert rec["failure"] in ("", "step_limit") and rec["steps"] >= 15, rec
+        assert rec["energy_per_atom"] < e_start - 1e-3, (rec["energy_per_atom"], e_start)
+        assert np.abs(final.positions - start.positions).max() > 0.02
+        assert not np.allclose(final.cell.array[:2, :2], start.cell.array[:2, :2], atol=1e-3)
+        assert (final.cell.array[2] == start.cell.array[2]).all()  # c fixed: the in-plane cell only

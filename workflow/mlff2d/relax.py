@@ -549,13 +549,10 @@ def _load_model(family: str, point_dir: Path, device: str | None, engine: str = 
         return None, "training_failed: " + _clean_message(status.get("reason") or f"status {status.get('status')!r}")
     from mlff2d.families import get_family
 
+    model = Path(status.get("model", ""))
+    if not model.is_absolute() and not model.exists():
+        model = point_dir / model
     try:
-        model = Path(status["model"])
-        if not model.is_absolute() and not model.exists():
-            model = point_dir / model
-        if not model.exists():
-            return None, (f"model_missing: {model} is gone (deleted after training?); retrain with "
-                          f"snakemake --forcerun {point_dir / 'status.json'}")
         module = get_family(family)
         if engine == "ase":
             return module.calculator(model, device), ""
@@ -565,6 +562,9 @@ def _load_model(family: str, point_dir: Path, device: str | None, engine: str = 
             return module.batch_evaluator(model, device), ""
         return calculator_evaluator(module.calculator(model, device)), ""
     except Exception as exc:
+        if not model.exists():
+            return None, (f"model_missing: {model} is gone (deleted after training?); retrain with "
+                          f"snakemake --forcerun {point_dir / 'status.json'}")
         return None, f"model_failed: {_exception_text(exc)}"
 
 

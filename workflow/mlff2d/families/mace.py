@@ -236,10 +236,12 @@ def _atomic_checkpoint_save(self: Any, checkpoint: Any, epochs: int, keep_last: 
     os.makedirs(self.directory, exist_ok=True)
     torch.save(obj=checkpoint, f=path + ".tmp")
     os.replace(path + ".tmp", path)
-    previous = getattr(self, "mlff2d_previous", None)
-    if not self.keep and not keep_last and previous not in (None, path, self.old_path) and os.path.exists(previous):
-        os.remove(previous)
-    self.mlff2d_previous, self.old_path = self.old_path, path
+    # MACE deletes old_path here unless keep_last; that deletion waits for the next save
+    pending = getattr(self, "mlff2d_pending", None)
+    if not self.keep and pending not in (None, path) and os.path.exists(pending):
+        os.remove(pending)
+    self.mlff2d_pending = None if keep_last else self.old_path
+    self.old_path = path
 
 
 def _guarded_valid_err_log(original: Any, guard: divergence.DivergenceGuard) -> Any:
