@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("mlff2d")
 
@@ -328,17 +329,77 @@ def cmd_formation_report(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from mlff2d.config import load_config
+    """Print the config with every default filled in (YAML), check that its input paths exist,
+    and end with a one-line verdict; a problem is an error naming the key."""
+    import yaml
 
-    print(json.dumps(load_config(args.configfile), indent=2))
+    from mlff2d.config import ConfigError, load_config, missing_sources
+
+    config = load_config(args.configfile)
+    if not args.quiet:
+        print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
+    missing = missing_sources(config)
+    if missing:
+        raise ConfigError(f"{args.configfile}: " + "; ".join(missing))
+    datasets = [d["name"] for d in config["alloys"]["datasets"]]
+    print(f"OK: {args.configfile} is valid (campaign {config['campaign']!r}, {len(config['data']['sources'])} 2D source(s), "
+          f"{len(datasets)} alloy dataset(s); every input path matches files)")
+
+
+#: Help of the options many stages share (paths of the campaign's files); an option without its
+#: own help gets this one, and every option has one (tested).
+COMMON_HELP = {
+    "--frames": "frame store (.parquet)", "--materials": "materials table (.csv)",
+    "--clean": "clean frame store (.parquet, the outlier filter's output)",
+    "--ledger-frames": "output: ledger of removed frames (.parquet)",
+    "--ledger-materials": "materials ledger with the reason each was kept or removed (.csv)",
+    "--summary": "output: counts per removal reason (.csv)", "--max-sites": "most atoms per cell (default 20)",
+    "--scope": "remove whole materials or single frames (default material)",
+    "--fallback": "steps kept when none passes the cutoff, as fractions of the last index",
+    "--keep-last": "also keep the last (relaxed) step", "--out": "output file",
+    "--ratios": "train, val and test fractions (sum 1)", "--seed": "random seed",
+    "--family": "model family", "--selected": "selected steps (.parquet)", "--split": "split (.csv: material_id, split)",
+    "--outdir": "output directory", "--sets": "sets: train, val, test", "--set": "set: val or test",
+    "--shard": "shard index (0-based)", "--shard-size": "structures per shard",
+    "--max-steps": "FIRE steps before a relaxation counts as step_limit", "--device": "cpu or cuda (default: CUDA when available)",
+    "--records": "relaxation records (.parquet)", "--structures": "relaxed structures (.extxyz)",
+    "--records-out": "output: gathered records (.parquet)", "--structures-out": "output: gathered structures (.extxyz)",
+    "--title": "figure title", "--start": "start structures (extxyz)", "--reference": "DFT-relaxed structures (extxyz)",
+    "--families": "model families", "--formation": "formation_energies.csv",
+}
+
+
+def _families() -> list[str]:
+    """The trainable model families (the CLI's choices)."""
+    from mlff2d.families import FAMILY_MODULES
+
+    return sorted(FAMILY_MODULES)
+
+
+def _stage(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A stage's sub-command; its help is also the description ``mlff2d <stage> --help`` shows."""
+    return sub.add_parser(name, help=help, description=help)
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Give every option without a help text its :data:`COMMON_HELP` entry."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _document(sub)
+        elif not action.help and action.option_strings:
+            action.help = COMMON_HELP.get(action.option_strings[-1])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlff2d", description=__doc__)
+    from mlff2d import __version__
+
+    p = argparse.ArgumentParser(prog="mlff2d", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mlff2d {__version__}")
     p.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for this stage (default 1)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("ingest", help="read DFT trajectories into the frame store")
+    s = _stage(sub, "ingest", "read DFT trajectories into the frame store")
     s.add_argument("--source", action="append", required=True,
                    help='JSON object: {"path": ..., "format": ..., "stress_unit": ...}; repeat for several')
     s.add_argument("--frames", required=True, help="output frame store (.parquet)")
@@ -347,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes reading files in parallel")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("filter", help="remove outliers and write the ledger")
+    s = _stage(sub, "filter", "remove outliers and write the ledger")
     for name in ("frames", "materials", "clean", "ledger-frames", "ledger-materials", "summary"):
         s.add_argument(f"--{name}", required=True)
     s.add_argument("--max-sites", type=int, default=20)
@@ -359,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scope", choices=("material", "frame"), default="material")
     s.set_defaults(func=cmd_filter)
 
-    s = sub.add_parser("select", help="select relaxation steps by e_cut")
+    s = _stage(sub, "select", "select relaxation steps by e_cut")
     s.add_argument("--clean", required=True)
     s.add_argument("--e-cut", type=float, required=True, help="eV/atom")
     s.add_argument("--fallback", type=float, nargs="+", default=[0.0, 0.5, 1.0])
@@ -367,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_select)
 
-    s = sub.add_parser("selection-summary", help="materials and frames per e_cut and per train/val/test (thesis 4.1)")
+    s = _stage(sub, "selection-summary", "materials and frames per e_cut and per train/val/test (thesis 4.1)")
     s.add_argument("--clean", required=True)
     s.add_argument("--selected", nargs="+", required=True, help="E_CUT=PATH of each selection")
     s.add_argument("--splits", nargs="*", default=[], help="NAME=PATH of each split CSV")
@@ -375,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_selection_summary)
 
-    s = sub.add_parser("split", help="split materials into train/val/test")
+    s = _stage(sub, "split", "split materials into train/val/test")
     s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
     s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     s.add_argument("--seed", type=int, default=42)
@@ -383,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)
 
-    s = sub.add_parser("export", help="write a model family's train/val/test files")
+    s = _stage(sub, "export", "write a model family's train/val/test files")
     s.add_argument("--family", choices=("mace", "m3gnet", "nequip"), required=True)
     s.add_argument("--clean", required=True)
     s.add_argument("--selected", required=True)
@@ -391,25 +452,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("relax-sets", help="write start and reference structures of val/test (and train)")
+    s = _stage(sub, "relax-sets", "write start and reference structures of val/test (and train)")
     s.add_argument("--clean", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--sets", nargs="+", choices=("train", "val", "test"), default=["val", "test"])
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_relax_sets)
 
-    s = sub.add_parser("dataset-figures", help="element, space-group and label distributions")
+    s = _stage(sub, "dataset-figures", "element, space-group and label distributions")
     s.add_argument("--clean", required=True)
     s.add_argument("--selected", nargs="+", default=[], help="LABEL=PATH for each e_cut")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_dataset_figures)
 
-    s = sub.add_parser("train", help="train one sweep point of a model family")
-    s.add_argument("--family", required=True, help="m3gnet or mace")
+    s = _stage(sub, "train", "train one sweep point of a model family")
+    s.add_argument("--family", required=True, choices=_families(), help="model family")
     s.add_argument("--data", required=True, help="export directory with train/val files")
     s.add_argument("--outdir", required=True, help="the sweep point's directory")
-    s.add_argument("--lr", type=float, required=True)
-    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--lr", type=float, required=True, help="learning rate")
+    s.add_argument("--batch-size", type=int, required=True, help="structures per batch (per device)")
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--init-model", default=None, help="fine-tune from this trained model (transfer)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
@@ -418,14 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
                         " with --device cpu: that many CPU processes")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("curves", help="validation curves of sweep points")
+    s = _stage(sub, "curves", "validation curves of sweep points")
     s.add_argument("--points", nargs="+", required=True, help="LABEL=POINT_DIR for each sweep point")
     s.add_argument("--out", required=True, help="output stem (writes .png and .pdf)")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_curves)
 
-    s = sub.add_parser("relax", help="relax one shard of a relaxation set with a sweep point's model")
-    s.add_argument("--family", required=True)
+    s = _stage(sub, "relax", "relax one shard of a relaxation set with a sweep point's model")
+    s.add_argument("--family", required=True, choices=_families(), help="model family of the point")
     s.add_argument("--point", required=True, help="sweep point directory (status.json, model)")
     s.add_argument("--start", required=True, help="start structures (extxyz)")
     s.add_argument("--shard", type=int, required=True)
@@ -441,21 +502,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batched engine: most atoms per model call, 0 = automatic (default: the config schema's)")
     s.set_defaults(func=cmd_relax)
 
-    s = sub.add_parser("gather-relax", help="concatenate relaxation shards in order")
+    s = _stage(sub, "gather-relax", "concatenate relaxation shards in order")
     s.add_argument("--records", nargs="+", required=True)
     s.add_argument("--structures", nargs="+", required=True)
     s.add_argument("--records-out", required=True)
     s.add_argument("--structures-out", required=True)
     s.set_defaults(func=cmd_gather_relax)
 
-    s = sub.add_parser("evaluate", help="energy and area errors of relaxations against DFT")
+    s = _stage(sub, "evaluate", "energy and area errors of relaxations against DFT")
     s.add_argument("--records", required=True)
     s.add_argument("--reference", required=True, help="DFT-relaxed structures (extxyz)")
     s.add_argument("--outdir", required=True)
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("baseline", help="errors of the per-element mean-energy, unrelaxed baseline")
+    s = _stage(sub, "baseline", "errors of the per-element mean-energy, unrelaxed baseline")
     s.add_argument("--clean", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--set", required=True, choices=("val", "test"))
@@ -465,20 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_baseline)
 
     for name, func, what in (("tables", cmd_tables, "thesis tables 4.1 and 4.2"), ("ptables", cmd_ptables, "periodic-table maps")):
-        s = sub.add_parser(name, help=f"{what} from the evaluated sweep points")
+        s = _stage(sub, name, f"{what} from the evaluated sweep points")
         s.add_argument("--points", nargs="*", default=[], help="FAMILY=POINT_DIR for each sweep point")
         s.add_argument("--sets", nargs="+", default=["val", "test"])
         s.add_argument("--baseline", default=None, help="baseline directory (baseline/<set>/summary.json)")
         s.add_argument("--outdir", required=True)
         s.set_defaults(func=func)
 
-    s = sub.add_parser("train-alloy", help="train one alloy model, normal or transfer (thesis 4.3)")
-    s.add_argument("--family", required=True, choices=("m3gnet", "mace"))
+    s = _stage(sub, "train-alloy", "train one alloy model, normal or transfer (thesis 4.3)")
+    s.add_argument("--family", required=True, choices=_families(), help="model family")
     s.add_argument("--data", required=True, help="export directory with train/val files")
     s.add_argument("--outdir", required=True, help="the alloy model's directory")
-    s.add_argument("--mode", required=True, choices=("normal", "transfer"))
-    s.add_argument("--lr", type=float, required=True)
-    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--mode", required=True, choices=("normal", "transfer"), help="normal: from scratch; transfer: fine-tune a universal model")
+    s.add_argument("--lr", type=float, required=True, help="learning rate")
+    s.add_argument("--batch-size", type=int, required=True, help="structures per batch (per device)")
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--freeze-blocks", type=int, default=0, help="transfer: freeze the first N interaction blocks")
     s.add_argument("--universal", nargs="*", default=[], help="transfer: the family's universal sweep point directories")
@@ -488,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, default=0, help="GPUs for data-parallel training (0: one device)")
     s.set_defaults(func=cmd_train_alloy)
 
-    s = sub.add_parser("subset-export", help="an export with a nested subset of its training materials")
+    s = _stage(sub, "subset-export", "an export with a nested subset of its training materials")
     s.add_argument("--export", required=True, help="export directory")
     s.add_argument("--family", required=True, choices=("m3gnet", "mace", "nequip"))
     s.add_argument("--fraction", type=float, required=True, help="fraction of the training materials, (0, 1]")
@@ -496,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_subset_export)
 
-    s = sub.add_parser("alloy-report", help="alloy tables 4.3-4.7, learning curves and figures")
+    s = _stage(sub, "alloy-report", "alloy tables 4.3-4.7, learning curves and figures")
     s.add_argument("--models", nargs="*", default=[], help="alloy model directories (learning-curve ones included)")
     s.add_argument("--sets", nargs="+", default=["val", "test"])
     s.add_argument("--splits", nargs="+", required=True, help="alloy split names")
@@ -508,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figures", required=True, help="output directory of the figures")
     s.set_defaults(func=cmd_alloy_report)
 
-    s = sub.add_parser("diagnostics", help="warn about models that do not beat the baseline, do not move or did not learn")
+    s = _stage(sub, "diagnostics", "warn about models that do not beat the baseline, do not move or did not learn")
     s.add_argument("--models", nargs="*", default=[], help="MODEL_DIR=BASELINE_DIR pairs (BASELINE_DIR/<set>/summary.json)")
     s.add_argument("--sets", nargs="+", default=["val", "test"], help="relaxed sets to check")
     s.add_argument("--root", default=None, help="models are labelled by their path below this directory")
@@ -516,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", required=True, help="diagnostics.csv to write")
     s.set_defaults(func=cmd_diagnostics)
 
-    s = sub.add_parser("demo-data", help="generate the demo dataset with CHGNet (needs the 'demo' extra)")
+    s = _stage(sub, "demo-data", "generate the demo dataset with CHGNet (needs the 'demo' extra)")
     s.add_argument("--outdir", required=True)
     s.add_argument("--n-2d", type=int, default=None, help="first N 2D prototypes (default: all)")
     s.add_argument("--alloys", nargs="*", default=None, help="alloys to enumerate (default: all six)")
@@ -525,42 +586,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="relaxations run in parallel")
     s.set_defaults(func=cmd_demo_data)
 
-    s = sub.add_parser("synthetic-alexandria", help="write synthetic Alexandria-format files")
+    s = _stage(sub, "synthetic-alexandria", "write synthetic Alexandria-format files")
     s.add_argument("--outdir", required=True)
-    s.add_argument("--materials", type=int, default=100)
-    s.add_argument("--steps", type=int, default=30)
-    s.add_argument("--per-file", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-compress", action="store_true")
+    s.add_argument("--materials", type=int, default=100, help="number of materials (default 100)")
+    s.add_argument("--steps", type=int, default=30, help="relaxation steps per material (default 30)")
+    s.add_argument("--per-file", type=int, default=1000, help="materials per file (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--no-compress", action="store_true", help="write .json instead of .json.bz2")
     s.set_defaults(func=cmd_synthetic)
 
-    s = sub.add_parser("formation-energies", help="alloy formation energies per site and per atom (thesis 4.4)")
+    s = _stage(sub, "formation-energies", "alloy formation energies per site and per atom (thesis 4.4)")
     s.add_argument("--alloy", required=True, help="alloy dataset name, e.g. MoWS2 (metal order = name order)")
     s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
     s.add_argument("--out", required=True, help="output formation_energies.csv")
     s.add_argument("--end-members", required=True, help="output end_members.json")
     s.add_argument("--table", default=None, help="read formation energies from this CSV instead")
-    s.add_argument("--id-column", default="material_id")
-    s.add_argument("--energy-column", default="formation_energy_per_site_eV")
-    s.add_argument("--unit", default="eV/site", choices=("eV/site", "eV/atom", "meV/atom"))
+    s.add_argument("--id-column", default="material_id", help="--table: column of the material ids")
+    s.add_argument("--energy-column", default="formation_energy_per_site_eV", help="--table: column of the formation energies")
+    s.add_argument("--unit", default="eV/site", choices=("eV/site", "eV/atom", "meV/atom"), help="--table: unit of that column")
     s.add_argument("--external-ce-column", default=None, help="external cluster-expansion prediction (same unit)")
     s.add_argument("--alloy-column", default=None, help="keep only rows whose value here is the alloy name")
     s.set_defaults(func=cmd_formation_energies)
 
-    s = sub.add_parser("cluster-expansion", help="icet cluster expansion fitted on the training split only")
+    s = _stage(sub, "cluster-expansion", "icet cluster expansion fitted on the training split only")
     s.add_argument("--formation", required=True, help="formation_energies.csv")
     s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
     s.add_argument("--outdir", required=True)
     s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototype, ...")
     s.set_defaults(func=cmd_cluster_expansion)
 
-    s = sub.add_parser("formation-baseline", help="formation energy from the alloy fraction alone")
+    s = _stage(sub, "formation-baseline", "formation energy from the alloy fraction alone")
     s.add_argument("--formation", required=True)
     s.add_argument("--outdir", required=True)
     s.add_argument("--order", type=int, default=1, help="Redlich-Kister order")
     s.set_defaults(func=cmd_formation_baseline)
 
-    s = sub.add_parser("formation-nequip", help="energy-only NequIP on relaxed structures (nequip environment)")
+    s = _stage(sub, "formation-nequip", "energy-only NequIP on relaxed structures (nequip environment)")
     s.add_argument("--formation", required=True)
     for name in ("train", "val", "test"):
         s.add_argument(f"--{name}", required=True, help=f"{name} structures (extxyz)")
@@ -568,15 +629,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default="{}", help="JSON of settings overriding mlff2d.nequip_model.DEFAULTS")
     s.set_defaults(func=cmd_formation_nequip)
 
-    s = sub.add_parser("formation-report", help="tables 4.8, 4.9 and figures 4.10, 4.11")
+    s = _stage(sub, "formation-report", "tables 4.8, 4.9 and figures 4.10, 4.11")
     s.add_argument("--alloys", nargs="+", required=True, help="ALLOY=DIR (results/<c>/formation/<alloy>/split~<s>)")
     s.add_argument("--split", default="")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_formation_report)
 
-    s = sub.add_parser("check-config", help="validate a config file and print it with defaults")
-    s.add_argument("configfile")
+    s = _stage(sub, "check-config", "validate a config file, check its input paths, print it with every default")
+    s.add_argument("configfile", help="the campaign's config file (YAML)")
+    s.add_argument("--quiet", action="store_true", help="print only the verdict, not the filled-in config")
     s.set_defaults(func=cmd_check_config)
+    _document(p)
     return p
 
 
