@@ -315,6 +315,13 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     print(json.dumps(load_config(args.configfile), indent=2))
 
 
+def cmd_slurm_profile(args: argparse.Namespace) -> None:
+    from mlff2d.slurm_profile import write_profile
+
+    path, summary = write_profile(args.name, args.cpu_partition, args.gpu_partition, args.account, args.force)
+    print(f"wrote {path}:\n{summary.replace('#   ', '  ')}run the campaign with: snakemake --profile {args.name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlff2d", description=__doc__)
     p.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for this stage (default 1)")
@@ -550,6 +557,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("check-config", help="validate a config file and print it with defaults")
     s.add_argument("configfile")
     s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("slurm-profile", help="write the Snakemake profile for this SLURM cluster "
+                       "(partitions from sinfo, account from sacctmgr), for `snakemake --profile slurm`")
+    s.add_argument("--name", default="slurm", help="profile name (default slurm); never overwrites one without --force")
+    s.add_argument("--cpu-partition", help="partition of the CPU jobs (default: the cluster's default partition)")
+    s.add_argument("--gpu-partition", help="partition of the trainings (default: the one with GPUs and the longest time limit)")
+    s.add_argument("--account", help="account to charge, or 'none' (default: from sacctmgr; none without accounting)")
+    s.add_argument("--force", action="store_true", help="replace an existing profile of that name")
+    s.set_defaults(func=cmd_slurm_profile)
     return p
 
 
@@ -560,10 +576,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlff2d.config import ConfigError
     from mlff2d.ingest import IngestError
+    from mlff2d.slurm_profile import ProfileError
 
     try:
         args.func(args)
-    except (IngestError, ConfigError) as exc:
+    except (IngestError, ConfigError, ProfileError) as exc:
         print(f"mlff2d {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
