@@ -391,6 +391,13 @@ def _document(parser: argparse.ArgumentParser) -> None:
             action.help = COMMON_HELP.get(action.option_strings[-1])
 
 
+def cmd_slurm_profile(args: argparse.Namespace) -> None:
+    from mlff2d.slurm_profile import write_profile
+
+    path, summary = write_profile(args.name, args.cpu_partition, args.gpu_partition, args.account, args.force)
+    print(f"wrote {path}:\n{summary.replace('#   ', '  ')}run the campaign with: snakemake --profile {args.name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlff2d import __version__
 
@@ -639,6 +646,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("configfile", help="the campaign's config file (YAML)")
     s.add_argument("--quiet", action="store_true", help="print only the verdict, not the filled-in config")
     s.set_defaults(func=cmd_check_config)
+
+    s = _stage(sub, "slurm-profile", "write the Snakemake profile for this SLURM cluster "
+                       "(partitions from sinfo, account from sacctmgr), for `snakemake --profile slurm`")
+    s.add_argument("--name", default="slurm", help="profile name (default slurm); never overwrites one without --force")
+    s.add_argument("--cpu-partition", help="partition of the CPU jobs (default: the cluster's default partition)")
+    s.add_argument("--gpu-partition", help="partition of the trainings (default: the one with GPUs and the longest time limit)")
+    s.add_argument("--account", help="account to charge, or 'none' (default: from sacctmgr; none without accounting)")
+    s.add_argument("--force", action="store_true", help="replace an existing profile of that name")
+    s.set_defaults(func=cmd_slurm_profile)
     _document(p)
     return p
 
@@ -650,10 +666,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlff2d.config import ConfigError
     from mlff2d.ingest import IngestError
+    from mlff2d.slurm_profile import ProfileError
 
     try:
         args.func(args)
-    except (IngestError, ConfigError) as exc:
+    except (IngestError, ConfigError, ProfileError) as exc:
         print(f"mlff2d {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
