@@ -91,7 +91,6 @@ rule formation_nequip:
         outdir=subpath(output.status, parent=True),
         sets=formation_nequip_set_args,
         settings=formation_nequip_params,
-        mlff2d=NEQUIP_MLFF2D,
     wildcard_constraints:
         fe_alloy=FE_ALLOY,
         fe_split=r"[^/]+",
@@ -109,7 +108,7 @@ rule formation_nequip:
         mem_mb=training_mem_mb,
         runtime=training_runtime,
     shell:
-        "{params.mlff2d} --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
+        "$MLFF2D_NEQUIP --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
         " --outdir {params.outdir} --params {params.settings} > {log} 2>&1"
 
 
