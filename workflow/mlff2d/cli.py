@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--formation", required=True, help="formation_energies.csv")
     s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
     s.add_argument("--outdir", required=True)
-    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototype, ...")
+    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototypes (per alloy), ...")
     s.set_defaults(func=cmd_cluster_expansion)
 
     s = sub.add_parser("formation-baseline", help="formation energy from the alloy fraction alone")
