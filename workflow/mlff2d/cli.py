@@ -115,6 +115,22 @@ def cmd_dataset_figures(args: argparse.Namespace) -> None:
     log.info("wrote %d figure files to %s", len(paths), args.outdir)
 
 
+def cmd_train_elements(args: argparse.Namespace) -> None:
+    from mlff2d.dataset_figures import training_element_counts
+
+    counts = training_element_counts(Path(args.clean), Path(args.split))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    counts.to_csv(args.out, index=False, lineterminator="\n")
+    log.info("%d elements in the training materials", len(counts))
+
+
+def cmd_alloy_energy_figure(args: argparse.Namespace) -> None:
+    from mlff2d.dataset_figures import energy_overlay_figure
+
+    cleans = {k: Path(v) for k, v in (item.split("=", 1) for item in args.clean)}
+    log.info("wrote %s", energy_overlay_figure(cleans, Path(args.out).with_suffix("")))
+
+
 def training_devices(gpus: int, device: str | None) -> tuple[str | None, int]:
     """(torch device, device count) of a training from ``--gpus`` and ``--device``.
 
@@ -176,33 +192,21 @@ def cmd_gather_relax(args: argparse.Namespace) -> None:
     gather([Path(p) for p in args.records], [Path(p) for p in args.structures], Path(args.records_out), Path(args.structures_out))
 
 
-def _write_evaluation(errors: object, outdir: Path, title: str) -> None:
-    from mlff2d.evaluation import element_maps, parity_plot, per_element, summarize
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    errors.to_csv(outdir / "errors.csv", index=False)  # type: ignore[attr-defined]
-    summary = summarize(errors)
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    elements = per_element(errors)
-    elements.to_csv(outdir / "per_element.csv", index=False)
-    parity_plot(errors, outdir / "parity", title)
-    element_maps(elements, outdir / "elements", title)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from mlff2d.evaluation import relaxation_errors
+    from mlff2d.evaluation import relaxation_errors, write_evaluation
 
     errors = relaxation_errors(pd.read_parquet(args.records), Path(args.reference))
-    _write_evaluation(errors, Path(args.outdir), args.title)
+    counts = pd.read_csv(args.train_elements) if args.train_elements else None
+    write_evaluation(errors, Path(args.outdir), args.title, reference_file=Path(args.reference), train_counts=counts)
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    from mlff2d.evaluation import baseline_errors
+    from mlff2d.evaluation import baseline_errors, write_evaluation
 
     errors = baseline_errors(Path(args.clean), Path(args.split), args.set, Path(args.start), Path(args.reference))
-    _write_evaluation(errors, Path(args.outdir), f"baseline (per-element mean energy, unrelaxed): {args.set}")
+    write_evaluation(errors, Path(args.outdir), f"baseline (per-element mean energy, unrelaxed): {args.set}")
 
 
 def _points(items: list[str]) -> list[tuple[str, str]]:
@@ -472,6 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_dataset_figures)
 
+    s = _stage(sub, "train-elements", "training materials containing each element")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--split", required=True, help="split CSV (material_id, split)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_train_elements)
+
+    s = _stage(sub, "alloy-energy-figure", "energy per atom of each alloy dataset (thesis fig. 6.13)")
+    s.add_argument("--clean", nargs="+", required=True, help="ALLOY=clean.parquet")
+    s.add_argument("--out", required=True, help="the PNG (the PDF is written beside it)")
+    s.set_defaults(func=cmd_alloy_energy_figure)
+
     s = _stage(sub, "train", "train one sweep point of a model family")
     s.add_argument("--family", required=True, choices=_families(), help="model family")
     s.add_argument("--data", required=True, help="export directory with train/val files")
@@ -521,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True, help="DFT-relaxed structures (extxyz)")
     s.add_argument("--outdir", required=True)
     s.add_argument("--title", default="")
+    s.add_argument("--train-elements", default=None, help="CSV element, n_train_materials (mlff2d train-elements)")
     s.set_defaults(func=cmd_evaluate)
 
     s = _stage(sub, "baseline", "errors of the per-element mean-energy, unrelaxed baseline")
@@ -619,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--formation", required=True, help="formation_energies.csv")
     s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
     s.add_argument("--outdir", required=True)
-    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototype, ...")
+    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototypes (per alloy), ...")
     s.set_defaults(func=cmd_cluster_expansion)
 
     s = _stage(sub, "formation-baseline", "formation energy from the alloy fraction alone")

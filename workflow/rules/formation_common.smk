@@ -142,4 +142,4 @@ def formation_targets():
     """Everything the formation-energy stage produces (part of `rule all`)."""
     if not formation_alloys():
         return []
-    return [f"{FORMATION}/report/table_4_8.csv", f"{FORMATION}/report/table_4_9.csv"]
+    return [f"{FORMATION}/report/{t}.csv" for t in ("table_4_8", "table_4_9", "table_6_2")]
