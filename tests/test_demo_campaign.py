@@ -186,6 +186,12 @@ def test_demo_campaign(tmp_path: Path) -> None:
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 100_000
 
+    # a finished campaign moved or copied to another folder reruns nothing
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    subprocess.run(["cp", "-a", str(tmp_path), str(moved)], check=True)
+    dry = subprocess.run([*cmd[:4], str(moved), *cmd[5:], "-n"], capture_output=True, text=True, env=env, timeout=600)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+
     from demo_times import stage_times
 
     times = stage_times(demo)

@@ -10,6 +10,10 @@ FORMATION_ALLOY = f"{FORMATION}/{{fe_alloy}}/split~{{fe_split}}"
 #: The nequip environment's `mlff2d`, as the jobs' environment variable MLFF2D_NEQUIP (not a rule
 #: parameter: its absolute path would make a moved or copied campaign rerun every NequIP job).
 os.environ["MLFF2D_NEQUIP"] = mlff2d_command("nequip")
+
+
+envvars:
+    "MLFF2D_NEQUIP",
 #: The MACE alloy-model mode that relaxes the structures of each NequIP input.
 FORMATION_MODES = {"ml1": "normal", "ml2": "transfer"}
 #: The fe_alloy wildcard: a configured alloy dataset.
