@@ -192,3 +192,9 @@ def test_energy_overlay_draws_every_frame_of_each_alloy(store: tuple[Path, dict[
     assert [t.get_text() for t in ax_a.get_legend().get_texts()] == [f"A ({n_frames} frames)", f"B ({n_frames} frames)"]
     assert sum(p.get_height() for p in ax_b.patches) == 2 * n_frames  # combined: both alloys
     assert ax_a.get_xlabel() == "energy per atom (eV/atom)"
+
+
+def test_wide_range_decides_the_log_axis() -> None:
+    from mlff2d.dataset_figures import wide_range
+
+    assert not wide_range([18, 20, 27]) and wide_range([1, 50, 2000]) and not wide_range([])

@@ -394,3 +394,22 @@ def test_evaluate_command_as_the_rule_calls_it(tmp_path: Path, reference: Path) 
     assert table.loc["Mo", "n_train_materials"] == 5 and table.loc["W", "n_train_materials"] == 0
     for stem in ("error_distributions", "spacegroup_mae", "element_frequency"):
         assert (tmp_path / "out" / f"{stem}.png").stat().st_size > 1000
+
+
+def test_r2_is_shown_only_from_five_points() -> None:
+    from mlff2d.evaluation import r2_text
+
+    assert r2_text(np.array([1.0, 2.0]), np.array([1.5, 1.0])) == "$R^2$ not shown (N < 5)"
+    x = np.arange(5.0)
+    assert r2_text(x, x) == "$R^2$ = 1.0000"
+
+
+def test_element_map_cells_show_their_n(tmp_path: Path, errors: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlff2d.evaluation as evaluation
+
+    figures = []
+    monkeypatch.setattr(evaluation, "save_figure", lambda fig, stem: figures.append(fig) or [])
+    table = evaluation.per_element(errors)
+    evaluation.element_maps(table, tmp_path / "maps", "t")
+    texts = {t.get_text() for ax in figures[-1].axes for t in ax.texts}
+    assert {f"N={n}" for n in table["n"] if n > 0} <= texts and table["n"].gt(0).sum() >= 2

@@ -53,3 +53,33 @@ def test_failed_training_is_recorded(tmp_path: Path) -> None:
     provenance = json.loads((tmp_path / "point" / "provenance.json").read_text())
     assert {"mlff2d", "torch", "matgl", "mace-torch", "snakemake"} <= set(provenance["packages"])
     assert provenance["host"] and provenance["git_commit"]
+
+
+def test_curves_are_linear_over_a_narrow_range_with_integer_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlff2d.ptable
+
+    figures = []
+    monkeypatch.setattr(mlff2d.ptable, "save_figure", lambda fig, stem: figures.append(fig) or [])
+    narrow = {"a": write_point(tmp_path / "a", "ok", [101.90, 101.89, 101.88])}  # a 0.02 % range
+    plot_validation_curves(narrow, tmp_path / "narrow")
+    energy, force, stress = figures[-1].axes
+    assert energy.get_yscale() == "linear" and force.get_yscale() == "linear"
+    assert all(float(t).is_integer() for t in energy.get_xticks())
+    assert stress.get_ylabel() == "in-plane stress MAE (GPa)"
+    figures[-1].canvas.draw()
+    assert "×10" not in " ".join(t.get_text() for t in energy.get_yticklabels())  # no offset notation
+    wide = {"b": write_point(tmp_path / "b", "ok", [500.0, 40.0, 5.0])}
+    plot_validation_curves(wide, tmp_path / "wide")
+    assert figures[-1].axes[0].get_yscale() == "log"
+
+
+def test_failed_points_are_named_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlff2d.ptable
+
+    figures = []
+    monkeypatch.setattr(mlff2d.ptable, "save_figure", lambda fig, stem: figures.append(fig) or [])
+    failed = write_point(tmp_path / "f", "failed", [])
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "reason": "diverged at epoch 1 (x = nan)"}))
+    plot_validation_curves({"ok": write_point(tmp_path / "o", "ok", [3.0, 2.0]), "bad": failed}, tmp_path / "c")
+    legend = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert "bad (failed: diverged at epoch 1 (x = nan))" in legend

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +234,16 @@ def _selected_figure(per_element: pd.DataFrame) -> Figure:
     ax.set_xticks(x, per_element.index, fontsize=8)
     ax.set_xlim(-0.7, n_el - 0.3)
     ax.set(ylabel="mean selected steps per material", title="selected steps per material, by element")
-    if n_lab:
-        ax.legend()
+    if n_lab:  # above the axes, never over the bars
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside upper right", ncols=n_lab, fontsize=9)
     return fig
+
+
+def wide_range(values: Sequence[float], decades: float = 1.3) -> bool:
+    """Whether positive ``values`` span more than ``decades`` powers of ten: a log axis then
+    shows them all; over a narrower range it would carry one or two tick labels, so use linear."""
+    positive = [v for v in values if v > 0]
+    return bool(positive) and max(positive) / min(positive) > 10**decades
 
 
 def energies_per_atom(clean: Path) -> np.ndarray:
@@ -285,7 +292,7 @@ def make_dataset_figures(clean: Path, selected: Mapping[str, Path], outdir: Path
     paths: list[Path] = []
 
     title = f"materials containing each element ({len(elements)} materials)"
-    fig = _bar_figure(list(counts.index), list(counts), "materials", title, log=True)
+    fig = _bar_figure(list(counts.index), list(counts), "materials", title, log=wide_range(list(counts)))
     paths += save_figure(fig, outdir / "elements")
     label = "materials containing the element"
     fig = plot_periodic_table(counts.to_dict(), label=label, fmt="{:.0f}", log=True)

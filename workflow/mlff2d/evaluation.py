@@ -192,6 +192,19 @@ def relaxation_errors(records: pd.DataFrame | str | Path, reference_file: str | 
     return out.reset_index(drop=True)[list(ERROR_COLUMNS)]
 
 
+#: The fewest points a parity plot shows an R² for: below, R² says nothing (N = 2 gave -165.6).
+MIN_N_FOR_R2 = 5
+
+
+def r2_text(predicted: np.ndarray, reference: np.ndarray, digits: int = 4) -> str:
+    """``$R^2$ = ...`` for a parity-plot legend, or why it is not shown (fewer than
+    :data:`MIN_N_FOR_R2` points)."""
+    n = int(np.asarray(predicted).size)
+    if n < MIN_N_FOR_R2:
+        return f"$R^2$ not shown (N < {MIN_N_FOR_R2})"
+    return f"$R^2$ = {r2_score(predicted, reference):.{digits}f}"
+
+
 def r2_score(predicted: np.ndarray, reference: np.ndarray) -> float:
     """R² of ``predicted`` against ``reference`` about y = x; NaN for fewer than two values
     or a constant reference."""
@@ -490,7 +503,7 @@ def parity_plot(errors: pd.DataFrame, stem: str | Path, title: str) -> list[Path
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
         a = np.abs(ev[err].to_numpy(float))
-        text = f"$R^2$ = {r2_score(y, x):.4f}\nMAE = {a.mean():.3g} {err_unit}\nN = {x.size}"
+        text = f"{r2_text(y, x)}\nMAE = {a.mean():.3g} {err_unit}\nN = {x.size}"
         ax.text(0.04, 0.96, text, transform=ax.transAxes, ha="left", va="top", fontsize=10,
                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#b0b0b0"})
         ax.legend(loc="lower right", fontsize=9)
@@ -604,10 +617,11 @@ def shared_limits(*per_element_dfs: pd.DataFrame) -> tuple[dict[str, float], dic
 
 def _draw_maps(ax_energy: Any, ax_area: Any, per_element_df: pd.DataFrame, vmin: Limit, vmax: Limit, log: bool) -> None:
     values = _map_values(per_element_df)
+    counts = dict(zip(per_element_df["element"].astype(str), per_element_df["n"].astype(int))) if "n" in per_element_df else None
     for ax, quantity, label in ((ax_energy, "energy", ENERGY_LABEL), (ax_area, "area", AREA_LABEL)):
         plot_periodic_table(
             values[quantity], ax, label=label, cmap="viridis",
-            vmin=_limit(vmin, quantity), vmax=_limit(vmax, quantity), fmt="{:.3g}", log=log,
+            vmin=_limit(vmin, quantity), vmax=_limit(vmax, quantity), fmt="{:.3g}", log=log, counts=counts,
         )
 
 

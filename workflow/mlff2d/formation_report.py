@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mlff2d.evaluation import DASH, r2_score, tex_escape, write_table_files
+from mlff2d.evaluation import DASH, r2_text, tex_escape, write_table_files
 from mlff2d.formation import error_stats, read_formation_energies
 from mlff2d.ptable import save_figure
 
@@ -323,7 +323,7 @@ def parity_figure(preds: dict[str, pd.DataFrame], stem: Path, title: str) -> lis
         held = ok & np.isin(frame["set"].to_numpy(), ["val", "test"])
         if held.any():
             mae = float(np.mean(np.abs(y_all[held] - x_all[held])))
-            text = f"val+test: MAE = {mae:.3g} meV/atom\n$R^2$ = {r2_score(y_all[held], x_all[held]):.3f}, N = {int(held.sum())}"
+            text = f"val+test: MAE = {mae:.3g} meV/atom\n{r2_text(y_all[held], x_all[held], 3)}, N = {int(held.sum())}"
             ax.text(0.04, 0.96, text, transform=ax.transAxes, ha="left", va="top", fontsize=8,
                     bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#b0b0b0"})
         ax.legend(loc="lower right", fontsize=8)

@@ -75,6 +75,7 @@ def plot_periodic_table(
     vmax: float | None = None,
     fmt: str = "{:.3g}",
     log: bool = False,
+    counts: Mapping[str, int] | None = None,
 ) -> Figure:
     """Draw ``values`` (element symbol -> value) as a periodic-table heat map.
 
@@ -86,6 +87,7 @@ def plot_periodic_table(
         vmin, vmax: colour-scale limits (default: range of the finite values).
         fmt: format of the value printed in each cell.
         log: logarithmic colour scale (values must then be positive).
+        counts: the number each cell's value rests on (e.g. structures), printed as ``N=k``.
 
     Returns:
         The figure holding ``ax``.
@@ -127,8 +129,11 @@ def plot_periodic_table(
         if z in data:
             ax.text(x + 0.5, y + 0.63, chemical_symbols[z], ha="center", va="center",
                     fontsize=11, fontweight="bold", color=ink)
-            ax.text(x + 0.5, y + 0.27, fmt.format(data[z]), ha="center", va="center",
+            ax.text(x + 0.5, y + (0.33 if counts else 0.27), fmt.format(data[z]), ha="center", va="center",
                     fontsize=7, color=ink)
+            if counts and chemical_symbols[z] in counts:
+                ax.text(x + 0.5, y + 0.13, f"N={int(counts[chemical_symbols[z]])}", ha="center", va="center",
+                        fontsize=5.5, color=ink)
         else:
             ax.text(x + 0.5, y + 0.5, chemical_symbols[z], ha="center", va="center",
                     fontsize=10, color=ink)

@@ -133,34 +133,41 @@ def best_point(points: Mapping[str, str | Path]) -> str:
 
 
 def plot_validation_curves(points: Mapping[str, str | Path], stem: str | Path, title: str = "") -> list[Path]:
-    """Validation MAE of energy, forces and stress against epoch, one line per sweep point
-    (failed points are listed in the legend as failed). Writes ``stem.png`` and ``stem.pdf``."""
+    """Validation MAE of energy, forces and in-plane stress against epoch, one line per sweep
+    point (failed points are listed in the legend as failed, with their reason). A panel is
+    logarithmic only where its values span more than a decade; epochs are integers. Writes
+    ``stem.png`` and ``stem.pdf``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    from mlff2d.dataset_figures import wide_range
     from mlff2d.ptable import save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = [
-        ("energy_mae_meV_per_atom", "energy MAE (meV/atom)"),
-        ("forces_mae_meV_per_A", "force MAE (meV/Å)"),
-        ("stress_mae", "in-plane stress MAE"),
-    ]
-    unit = ""
+    panels = [("energy_mae_meV_per_atom", "energy MAE (meV/atom)"), ("forces_mae_meV_per_A", "force MAE (meV/Å)"),
+              ("stress_mae", "in-plane stress MAE ({unit})")]
+    unit, drawn = "GPa", {col: [] for col, _ in panels}
     for label, path in sorted(points.items()):
         status, metrics = read_point(path)
         if status["status"] != "ok" or metrics.empty:
-            axes[0].plot([], [], linestyle="none", label=f"{label} (failed)")
+            reason = str(status.get("reason", "no metrics"))[:60]
+            axes[0].plot([], [], linestyle="none", label=f"{label} (failed: {reason})")
             continue
-        unit = str(metrics["stress_unit"].iloc[0])
+        unit = str(metrics["stress_unit"].iloc[0]).replace("A3", "Å³")
         for ax, (col, _) in zip(axes, panels):
             ax.plot(metrics["epoch"], metrics[col], marker="o", markersize=3, label=label)
-    for ax, (_, ylabel) in zip(axes, panels):
+            drawn[col] += [float(v) for v in metrics[col] if math.isfinite(float(v))]
+    for ax, (col, ylabel) in zip(axes, panels):
         ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel if "stress" not in ylabel else f"{ylabel} ({unit})")
-        ax.set_yscale("log")
+        ax.set_ylabel(ylabel.format(unit=unit))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if wide_range(drawn[col]):
+            ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     if title:
