@@ -81,12 +81,12 @@ def _label_path(text: str) -> tuple[str, str]:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from mlff2d.split import split_dataset, union_splits
+    from mlff2d.split import repeat_seed, split_dataset, union_splits
 
     if args.union:
         result = union_splits(args.union, args.out)
     elif args.ledger_materials and args.ratios:
-        result = split_dataset(args.ledger_materials, args.out, args.ratios, args.seed)
+        result = split_dataset(args.ledger_materials, args.out, args.ratios, repeat_seed(args.seed, args.repeat))
     else:
         raise SystemExit("mlff2d split: give --ledger-materials and --ratios, or --union")
     log.info("split: %s", result["split"].value_counts().to_dict())
@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
     s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--repeat", type=int, default=0, help="split repeat k (0 = the plain split; k >= 1 draws mlff2d.split.repeat_seed)")
     s.add_argument("--union", nargs="+", help="instead: combine these split CSVs (the combined alloy dataset)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)
