@@ -221,6 +221,34 @@ def cmd_ptables(args: argparse.Namespace) -> None:
     log.info("wrote %s", write_ptables(_points(args.points), args.sets, args.baseline, args.outdir))
 
 
+def cmd_repeat_table(args: argparse.Namespace) -> None:
+    from mlff2d.repeats import parse_model_arg, write_repeats
+
+    paths = write_repeats([parse_model_arg(m) for m in args.models], args.sets, args.out, args.caption, args.column_title)
+    log.info("repeat table: %s", ", ".join(str(p) for p in paths))
+
+
+def cmd_structure_map(args: argparse.Namespace) -> None:
+    from mlff2d.structure_maps import structure_map
+
+    soap = {"r_cut": args.r_cut, "n_max": args.n_max, "l_max": args.l_max, "sigma": args.sigma}
+    frame = structure_map(args.clean, args.split, args.outdir, chunk=args.chunk, **soap)
+    log.info("structure map: %s materials", frame["set"].value_counts().to_dict())
+
+
+def cmd_novelty(args: argparse.Namespace) -> None:
+    from mlff2d.structure_maps import novelty
+
+    log.info("novelty: %s", novelty(args.structures, args.errors, args.set, args.outdir, args.title))
+
+
+def cmd_novelty_table(args: argparse.Namespace) -> None:
+    from mlff2d.structure_maps import novelty_table
+
+    pairs = [_label_path(x) for x in args.summaries]
+    novelty_table([p for _, p in pairs], [m for m, _ in pairs], args.out)
+
+
 def cmd_train_alloy(args: argparse.Namespace) -> None:
     from mlff2d.sweep import resolve_params
     from mlff2d.transfer import train_alloy
@@ -472,6 +500,38 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--baseline", default=None, help="baseline directory (baseline/<set>/summary.json)")
         s.add_argument("--outdir", required=True)
         s.set_defaults(func=func)
+
+    s = sub.add_parser("structure-map", help="SOAP vectors, PCA on train, nearest-training distances and the map of a split")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--r-cut", type=float, required=True, help="SOAP cutoff (Å)")
+    s.add_argument("--n-max", type=int, required=True)
+    s.add_argument("--l-max", type=int, required=True)
+    s.add_argument("--sigma", type=float, required=True, help="Gaussian width (Å)")
+    s.add_argument("--chunk", type=int, required=True, help="structures per block (bounds the memory)")
+    s.set_defaults(func=cmd_structure_map)
+
+    s = sub.add_parser("novelty", help="one model's relaxation energy error against SOAP distance to training")
+    s.add_argument("--structures", required=True, help="structures.csv of the model's dataset and split")
+    s.add_argument("--errors", required=True, help="errors.csv of the model's evaluation")
+    s.add_argument("--set", required=True)
+    s.add_argument("--outdir", required=True)
+    s.add_argument("--title", default="")
+    s.set_defaults(func=cmd_novelty)
+
+    s = sub.add_parser("novelty-table", help="gather novelty.json files into one CSV")
+    s.add_argument("--summaries", nargs="+", required=True, help="MODEL=PATH of each novelty.json")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_novelty_table)
+
+    s = sub.add_parser("repeat-table", help="mean ± std over split repeats, best only where the gap beats the spread")
+    s.add_argument("--models", nargs="+", required=True, help="ROW::COLUMN=DIR, one per model and repeat")
+    s.add_argument("--sets", nargs="+", default=["val", "test"])
+    s.add_argument("--out", required=True, help="output stem (writes .csv, .md, .tex)")
+    s.add_argument("--caption", default="Relaxation MAE, mean ± std over split repeats")
+    s.add_argument("--column-title", default="", help="prefix of the column headers, e.g. 'Cutoff ='")
+    s.set_defaults(func=cmd_repeat_table)
 
     s = sub.add_parser("train-alloy", help="train one alloy model, normal or transfer (thesis 4.3)")
     s.add_argument("--family", required=True, choices=("m3gnet", "mace"))

@@ -155,8 +155,10 @@ def split_file_args(wildcards, input):
 
 
 def uff_training_data(wildcards):
-    """The export a sweep point trains on: its family, its e_cut, the universal split."""
-    return f"{DATA}/{UNIVERSAL}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{UFF_SPLIT}"
+    """The export a sweep point trains on: its family, its e_cut, the universal split (or, for
+    a repeated point, its split instance)."""
+    split = wildcards.split if hasattr(wildcards, "split") else UFF_SPLIT
+    return f"{DATA}/{UNIVERSAL}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{split}"
 
 
 def family_settings(wildcards):
@@ -242,11 +244,12 @@ def relax_runtime(wildcards, attempt):
 
 def model_source(model):
     """(family, dataset, split) of a model directory (relative to RESULTS): uff/<family>/... is a
-    universal sweep point (dataset 2d, split uff.split); alloys/<family>/<dataset>/... an alloy
+    universal sweep point (dataset 2d, split uff.split; a repeat uff/<family>/split~<instance>/...
+    its split instance); alloys/<family>/<dataset>/... an alloy
     model whose split is its split~<name> segment."""
     parts = model.split("/")
-    if parts[0] == "uff":
-        return parts[1], UNIVERSAL, UFF_SPLIT
+    if parts[0] == "uff":  # uff/<family>/[split~<instance>/]ecut~...: a repeat names its split
+        return parts[1], UNIVERSAL, parts[2].split("~", 1)[1] if parts[2].startswith("split~") else UFF_SPLIT
     split = next((p.split("~", 1)[1] for p in parts if p.startswith("split~")), None)
     if len(parts) < 3 or split is None:
         raise ValueError(f"not a model directory: {RESULTS}/{model} (expected alloys/<family>/<dataset>/.../split~<name>)")
@@ -375,7 +378,8 @@ def all_targets():
     for family, spec in UFF_FAMILIES.items():
         if spec["enabled"]:
             targets += sweep_targets(family)
-    return targets + relax_targets() + alloy_targets() + formation_targets() + [f"{RESULTS}/diagnostics.md"]
+    targets += relax_targets() + alloy_targets() + formation_targets() + repeat_targets() + structure_map_targets()
+    return targets + [f"{RESULTS}/diagnostics.md"]
 
 
 def write_campaign_provenance():
