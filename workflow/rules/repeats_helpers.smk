@@ -71,5 +71,8 @@ def repeat_tables():
 
 
 def repeat_targets():
-    """The repeat tables (part of `rule all`)."""
-    return [f"{RESULTS}/tables/repeats/{t}.csv" for t in repeat_tables()]
+    """The repeat tables and, so that a dry run lists the repeat trainings, every repeated
+    model's status.json (part of `rule all`)."""
+    models = [d for f in uff_repeat_families() for _, dirs in uff_repeat_models(f) for d in dirs[1:]]
+    models += [d for _, _, dirs in alloy_repeat_models() for d in dirs[1:]]
+    return [f"{RESULTS}/tables/repeats/{t}.csv" for t in repeat_tables()] + [f"{m}/status.json" for m in models]
