@@ -9,6 +9,10 @@ min_version("9.0")
 
 sys.path.insert(0, f"{workflow.basedir}/workflow")
 from mlff2d.config import validate_config  # noqa: E402
+from mlff2d.slurm_profile import check_filled  # noqa: E402
+
+# a profile with <placeholders> left (profiles/slurm as shipped) stops here, before any submission
+check_filled(workflow.resource_settings)
 
 
 # config/config.yaml is the default; a --configfile replaces it (never merged into it).

@@ -1,4 +1,4 @@
-"""A real one-node SLURM cluster for the tests, brought up without systemd.
+"""A real two-node SLURM cluster on this one machine for the tests, brought up without systemd.
 
 ``slurm_cluster`` (a pytest session fixture) installs Debian's ``slurm-wlm`` and ``munge`` with
 apt-get when ``slurmctld`` is missing and we are root, then starts a private cluster:
@@ -9,9 +9,18 @@ apt-get when ``slurmctld`` is missing and we are root, then starts a private clu
   jobs, which SLURM starts with ``--export=ALL``, all talk to this cluster);
 * its own ports (free ones, chosen at start), so it never meets a system SLURM or a cluster of
   another test session on the same machine;
-* ``munged`` as user munge, ``slurmctld`` and ``slurmd`` as root in their forking mode;
-* one node with the machine's CPUs, its memory, and 4 count-only GPUs (``gres.conf`` without
-  device files), so that ``--gpus=4`` can be submitted and scheduled on a machine without GPUs.
+* ``munged`` as user munge, ``slurmctld`` and the ``slurmd``s as root in their forking mode;
+* two nodes on this one machine, each a ``slurmd`` of its own (``slurmd -N <node>``, its own
+  port, spool, pid and log file), each with the machine's CPUs and memory: ``n1`` has 4 fake
+  GPUs (``gres.conf`` with empty files as devices), so that ``--gpus=4`` can be submitted and
+  scheduled on a machine without GPUs; ``n2`` has none;
+* two partitions, as on a real site: ``mlff2dcpu`` (the default, node ``n2``, no GPUs, 1 day)
+  and ``mlff2dgpu`` (node ``n1``, the GPUs, 2 days), which ``mlff2d slurm-profile`` finds.
+
+Only two things skip the tests: not being root, and not being able to install the packages
+(``ClusterUnavailable``). Anything that goes wrong after that (a bad generated slurm.conf, a
+daemon that does not come up) is a bug here or in the machine, and fails them
+(``ClusterStartError``, with the daemons' logs).
 
 Pitfalls handled here (see also ../shared/FACTS.md, "SLURM on one machine"):
 
@@ -48,7 +57,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,14 +68,24 @@ N_GPUS = 4
 GPU_TYPE = "fakegpu"
 #: The node's feature (for ``--constraint``).
 FEATURE = "testnode"
-PARTITION = "mlff2dtest"
+#: The default partition (CPU node only) and the partition with the GPU node.
+PARTITION = "mlff2dcpu"
+GPU_PARTITION = "mlff2dgpu"
+GPU_NODE, CPU_NODE = "n1", "n2"
+NODES = (GPU_NODE, CPU_NODE)
+#: Partition time limits as sinfo prints them.
+TIME_LIMITS = {PARTITION: "1-00:00:00", GPU_PARTITION: "2-00:00:00"}
 PACKAGES = ("slurm-wlm", "munge")
 #: Client commands wrapped so that they find this cluster's slurm.conf (see the module docstring).
 CLIENTS = ("srun", "sbatch", "squeue", "scontrol", "scancel", "sinfo", "sacct", "sacctmgr", "sshare", "salloc")
 
 
 class ClusterUnavailable(RuntimeError):
-    """SLURM cannot be installed or started here (the tests that need it are skipped)."""
+    """SLURM cannot be installed here: not root, or apt-get cannot install it (tests skip)."""
+
+
+class ClusterStartError(RuntimeError):
+    """SLURM is installed but the test cluster did not come up (tests fail, with the logs)."""
 
 
 @dataclass
@@ -74,9 +93,9 @@ class SlurmCluster:
     root: Path
     conf: Path
     partition: str = PARTITION
-    node: str = "n1"
+    gpu_partition: str = GPU_PARTITION
+    nodes: tuple[str, ...] = NODES
     n_gpus: int = N_GPUS
-    pids: dict[str, Path] = field(default_factory=dict)
     lock: object | None = None
 
     @property
@@ -113,8 +132,7 @@ class SlurmCluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        for name in ("slurmd", "slurmctld", "munged"):
-            _stop_pidfile(self.pids.get(name) or self.root / "run" / f"{name}.pid")
+        _stop_daemons(self.root)
         if self.lock is not None:
             self.lock.close()  # type: ignore[attr-defined]
             self.lock = None
@@ -151,6 +169,13 @@ def _stop_pidfile(pidfile: Path, timeout: float = 15) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _stop_daemons(root: Path) -> None:
+    """Stop the slurmds, slurmctld and munged of the cluster in ``root`` by their pid files."""
+    for pidfile in (*sorted((root / "run").glob("slurmd*.pid")), root / "run" / "slurmctld.pid",
+                    root / "run" / "munged.pid"):
+        _stop_pidfile(pidfile)
+
+
 def cleanup_stale(tmp: Path | None = None) -> None:
     """Stop and remove clusters left behind by dead sessions (their owner lock is free)."""
     tmp = tmp or Path(tempfile.gettempdir())
@@ -166,8 +191,7 @@ def cleanup_stale(tmp: Path | None = None) -> None:
         except OSError:  # a live session owns it
             handle.close()
             continue
-        for name in ("slurmd", "slurmctld", "munged"):
-            _stop_pidfile(root / "run" / f"{name}.pid")
+        _stop_daemons(root)
         handle.close()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -211,26 +235,26 @@ def _mem_mb() -> int:
     return 4000
 
 
-def slurm_conf(root: Path, ports: list[int], node: str, cpus: int, mem_mb: int) -> str:
+def slurm_conf(root: Path, ports: list[int], cpus: int, mem_mb: int) -> str:
+    """slurm.conf of the cluster in ``root``: ports[0] for slurmctld, one port per node after it."""
     host = socket.gethostname().split(".")[0]
     run, log, state = root / "run", root / "log", root / "state"
     return f"""\
-# A private one-node test cluster (tests/slurm_cluster.py)
+# A private two-node test cluster on one machine (tests/slurm_cluster.py)
 ClusterName=mlff2dtest
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ports[0]}
-SlurmdPort={ports[1]}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10
 StateSaveLocation={state}
-SlurmdSpoolDir={root / 'spool'}
+SlurmdSpoolDir={root / 'spool'}/%n
 SlurmctldPidFile={run / 'slurmctld.pid'}
-SlurmdPidFile={run / 'slurmd.pid'}
+SlurmdPidFile={run / 'slurmd-%n.pid'}
 SlurmctldLogFile={log / 'slurmctld.log'}
-SlurmdLogFile={log / 'slurmd.log'}
+SlurmdLogFile={log / 'slurmd-%n.log'}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -255,13 +279,18 @@ ReturnToService=2
 JobRequeue=1
 SlurmdParameters=config_overrides
 GresTypes=gpu
-NodeName={node} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={cpus} RealMemory={mem_mb} Gres=gpu:{GPU_TYPE}:{N_GPUS} Feature={FEATURE} State=UNKNOWN
-PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP
+NodeName={GPU_NODE} NodeAddr=127.0.0.1 NodeHostname={host} Port={ports[1]} CPUs={cpus} RealMemory={mem_mb} Gres=gpu:{GPU_TYPE}:{N_GPUS} Feature={FEATURE} State=UNKNOWN
+NodeName={CPU_NODE} NodeAddr=127.0.0.1 NodeHostname={host} Port={ports[2]} CPUs={cpus} RealMemory={mem_mb} Feature={FEATURE} State=UNKNOWN
+PartitionName={PARTITION} Nodes={CPU_NODE} Default=YES MaxTime={TIME_LIMITS[PARTITION]} State=UP
+PartitionName={GPU_PARTITION} Nodes={GPU_NODE} MaxTime={TIME_LIMITS[GPU_PARTITION]} State=UP
 """
 
 
 def start_cluster(timeout: float = 90) -> SlurmCluster:
-    """Install if needed, then start munged, slurmctld and slurmd; wait for the node to be idle."""
+    """Install if needed, then start munged, slurmctld and the slurmds; wait for the nodes to be idle.
+
+    Raises ClusterUnavailable where SLURM cannot be installed, ClusterStartError where it is
+    installed but does not come up."""
     ensure_installed()
     if os.geteuid() != 0:
         raise ClusterUnavailable("starting a private SLURM cluster needs root (slurmd runs jobs as any user)")
@@ -270,7 +299,7 @@ def start_cluster(timeout: float = 90) -> SlurmCluster:
     root.chmod(0o755)  # munged (user munge) must reach its directory
     lock = open(root / "owner.lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    for sub in ("run", "log", "state", "spool", "munge", "bin"):
+    for sub in ("run", "log", "state", "spool", "munge", "bin", *(f"spool/{n}" for n in NODES)):
         (root / sub).mkdir()
     cluster = SlurmCluster(root=root, conf=root / "slurm.conf", lock=lock)
     for name in CLIENTS:
@@ -281,12 +310,13 @@ def start_cluster(timeout: float = 90) -> SlurmCluster:
             shim.chmod(0o755)
     try:
         _start(cluster, timeout)
-    except Exception:
-        logs = {"slurmctld": cluster.log(), "slurmd": cluster.log("slurmd"),
+    except Exception as exc:
+        logs = {"slurmctld": cluster.log(), **{f"slurmd-{n}": cluster.log(f"slurmd-{n}") for n in NODES},
                 "munged": _read(root / "munge" / "munged.log")}
         cluster.stop()
         text = "\n".join(f"--- {name}:\n{log[-1200:]}" for name, log in logs.items())
-        raise ClusterUnavailable(f"the test SLURM cluster did not start; logs:\n{text}")
+        detail = exc.stderr if isinstance(exc, subprocess.CalledProcessError) else ""
+        raise ClusterStartError(f"the test SLURM cluster did not start: {exc} {detail or ''}\nlogs:\n{text}") from exc
     return cluster
 
 
@@ -311,42 +341,44 @@ def _start(cluster: SlurmCluster, timeout: float) -> None:
         check=True, capture_output=True, text=True, timeout=30,
     )
     (root / "run" / "munged.pid").symlink_to(munge_dir / "munged.pid")
-    cluster.pids["munged"] = munge_dir / "munged.pid"
 
     cpus = os.cpu_count() or 1
     mem = max(1000, _mem_mb() - 512)
-    ports = _free_ports(2)
-    cluster.conf.write_text(slurm_conf(root, ports, cluster.node, cpus, mem))
+    ports = _free_ports(1 + len(NODES))
+    cluster.conf.write_text(slurm_conf(root, ports, cpus, mem))
     # fake GPU device files: slurmd counts a GPU per File entry (count-only gpu GRES reports 0)
     (root / "dev").mkdir()
     for i in range(N_GPUS):
         (root / "dev" / f"fakegpu{i}").touch()
     (root / "gres.conf").write_text(
-        f"AutoDetect=off\nNodeName={cluster.node} Name=gpu Type={GPU_TYPE} File={root / 'dev'}/fakegpu[0-{N_GPUS - 1}]\n"
+        f"AutoDetect=off\nNodeName={GPU_NODE} Name=gpu Type={GPU_TYPE} File={root / 'dev'}/fakegpu[0-{N_GPUS - 1}]\n"
     )
     env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
-    subprocess.run(["slurmctld", "-f", str(cluster.conf)], env=env, check=True, capture_output=True, timeout=60)
-    subprocess.run(["slurmd", "-f", str(cluster.conf), "-N", cluster.node], env=env, check=True,
-                   capture_output=True, timeout=60)
-    cluster.pids["slurmctld"] = root / "run" / "slurmctld.pid"
-    cluster.pids["slurmd"] = root / "run" / "slurmd.pid"
+    subprocess.run(["slurmctld", "-f", str(cluster.conf)], env=env, check=True, capture_output=True, text=True,
+                   timeout=60)
+    for node in NODES:
+        subprocess.run(["slurmd", "-f", str(cluster.conf), "-N", node], env=env, check=True, capture_output=True,
+                       text=True, timeout=60)
     deadline = time.time() + timeout
-    state = ""
+    states: dict[str, str] = {}
     while time.time() < deadline:
-        res = subprocess.run(["sinfo", "--noheader", "-N", "-o", "%t"], env=env, capture_output=True, text=True,
+        res = subprocess.run(["sinfo", "--noheader", "-N", "-o", "%N %t"], env=env, capture_output=True, text=True,
                              timeout=20)
-        state = res.stdout.strip()
-        if state == "idle":
+        states = dict(line.split() for line in res.stdout.splitlines() if len(line.split()) == 2)
+        if sorted(states) == sorted(NODES) and set(states.values()) == {"idle"}:
             return
-        if state.startswith(("inval", "drain")):
+        if any(s.startswith(("inval", "drain")) for s in states.values()):
             break
         time.sleep(1)
-    raise RuntimeError(f"node not idle after {timeout} s (sinfo: {state!r})")
+    raise ClusterStartError(f"nodes not idle after {timeout} s (sinfo: {states!r})")
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
-    """A running one-node SLURM cluster; SLURM_CONF points at it for the session."""
+    """A running two-node SLURM cluster; SLURM_CONF points at it for the session.
+
+    Skips where SLURM cannot be installed (not root, apt-get fails); any other start-up error
+    (ClusterStartError) fails the tests that use it."""
     try:
         cluster = start_cluster()
     except ClusterUnavailable as exc:

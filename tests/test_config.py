@@ -116,3 +116,56 @@ def test_check_config_rejects_the_bad_ratio(tmp_path: Path) -> None:
     path.write_text("splits: {bad: [0.9, 0.2, 0.1]}\n")
     out = subprocess.run([sys.executable, "-m", "mlff2d", "check-config", str(path)], capture_output=True, text=True)
     assert out.returncode != 0 and "'splits.bad'" in out.stderr and "sum to 1" in out.stderr
+
+
+def _check_config(*args: str, cwd: Path | None = None) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mlff2d", "check-config", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_check_config_names_a_missing_source_path(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  sources: [{path: nowhere/*.json.bz2, format: alexandria}]\nalloys: {datasets: []}\n")
+    out = _check_config(str(path), cwd=tmp_path)
+    assert out.returncode != 0
+    assert "config key 'data.sources.0.path': 'nowhere/*.json.bz2' matches no file" in out.stderr
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "a.json.bz2").write_bytes(b"")
+    out = _check_config(str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout.rsplit("\nOK: ", 1)[0])["splits"]["90-5-5"] == [0.90, 0.05, 0.05]  # YAML, defaults filled
+    assert out.stdout.splitlines()[-1].startswith(f"OK: {path} is valid")
+
+
+def test_check_config_of_the_demo_passes(root: Path) -> None:
+    out = _check_config("--quiet", "config/demo.yaml", cwd=root)
+    assert out.returncode == 0 and out.stdout.startswith("OK: config/demo.yaml is valid"), out.stderr
+
+
+def test_a_float_without_a_dot_gets_the_hint(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("uff: {families: {m3gnet: {grid: {lr: [1e-3]}}}}\n")
+    with pytest.raises(ConfigError, match=r"'1e-3' is not of type 'number' \(YAML reads .* write 1\.0e-3\)"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_every_cli_option_has_help_and_every_stage_a_description() -> None:
+    import argparse
+
+    from mlff2d import __version__
+    from mlff2d.cli import build_parser
+    from mlff2d.families import FAMILY_MODULES
+
+    parser = build_parser()
+    stages = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert len(stages) > 25
+    for name, stage in stages.items():
+        assert stage.description, name
+        for action in stage._actions:
+            assert action.help, f"mlff2d {name} {action.option_strings or action.dest} has no help"
+    family = next(a for a in stages["train"]._actions if "--family" in a.option_strings)
+    assert sorted(family.choices) == sorted(FAMILY_MODULES)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--version"])
+    assert __version__

@@ -19,10 +19,13 @@ from ase.build import graphene, mx2  # noqa: E402
 
 from mlff2d.dataset_figures import (  # noqa: E402
     element_counts,
+    energies_per_atom,
+    energy_overlay_figure,
     make_dataset_figures,
     material_elements,
     selection_stats,
     spacegroup_numbers,
+    training_element_counts,
 )
 from mlff2d.ptable import element_position, plot_periodic_table, save_figure  # noqa: E402
 from mlff2d.store import FrameBuffer, FrameWriter  # noqa: E402
@@ -160,3 +163,32 @@ def test_ptable_layout_and_shared_axes(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["pair.png", "pair.pdf"]
     with pytest.raises(ValueError, match="positive"):
         plot_periodic_table({"Mo": 0.0}, label="x", log=True)
+
+
+def test_training_element_counts_count_training_materials_only(store: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    split = pd.DataFrame({"material_id": ["MoS2", "graphene", "hBN", "WS2"], "split": ["train", "train", "val", "test"]})
+    split.to_csv(tmp_path / "split.csv", index=False)
+    counts = training_element_counts(store[0], tmp_path / "split.csv")
+    assert list(counts.columns) == ["element", "n_train_materials"]
+    assert dict(zip(counts["element"], counts["n_train_materials"])) == {"S": 1, "C": 1, "Mo": 1}  # not B, N, W
+
+
+def test_energy_overlay_draws_every_frame_of_each_alloy(store: tuple[Path, dict[str, Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlff2d.dataset_figures as df_module
+
+    drawn = {}
+    real = df_module.save_figure
+
+    def capture(fig, stem):  # type: ignore[no-untyped-def]
+        drawn["fig"] = fig
+        return real(fig, stem)
+
+    monkeypatch.setattr(df_module, "save_figure", capture)
+    paths = energy_overlay_figure({"A": store[0], "B": store[0]}, tmp_path / "overlay")
+    assert [p.name for p in paths] == ["overlay.png", "overlay.pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    n_frames = sum(n for _, n in MATERIALS.values())  # 12 frames, E/N = -5 - step/N
+    assert energies_per_atom(store[0]).size == n_frames
+    ax_a, ax_b = drawn["fig"].axes
+    assert [t.get_text() for t in ax_a.get_legend().get_texts()] == [f"A ({n_frames} frames)", f"B ({n_frames} frames)"]
+    assert sum(p.get_height() for p in ax_b.patches) == 2 * n_frames  # combined: both alloys
+    assert ax_a.get_xlabel() == "energy per atom (eV/atom)"

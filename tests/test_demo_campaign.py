@@ -48,6 +48,15 @@ def test_demo_campaign(tmp_path: Path) -> None:
             assert forces.iloc[-1] <= 0.6 * forces.iloc[0], (status, forces.tolist())
         assert (demo / "uff" / family / "validation_curves.png").stat().st_size > 1000
     assert (demo / "data" / "2d" / "figures" / "elements_ptable.png").stat().st_size > 1000
+    # the alloy dataset figures (thesis 6.10-6.13): per alloy (the demo has no combined set) and the overlay
+    alloy_sets = ["alloys"] if config["alloys"]["combined"] else [d["name"] for d in config["alloys"]["datasets"]]
+    for dataset in alloy_sets:
+        for stem in ("elements", "spacegroups", "distributions"):
+            assert (demo / "data" / dataset / "figures" / f"{stem}.png").stat().st_size > 1000, (dataset, stem)
+    assert (demo / "data" / "alloy_figures" / "energy_per_atom.png").stat().st_size > 1000
+    assert (demo / "data" / "alloy_figures" / "energy_per_atom.pdf").read_bytes()[:5] == b"%PDF-"
+    train_elements = pd.read_csv(demo / "data" / "2d" / "train_elements" / "split~80-10-10.csv")
+    assert train_elements["n_train_materials"].gt(0).all() and {"S", "Mo"} <= set(train_elements["element"])
 
     # relaxation test of every point and set, baselines, tables and maps
     n_val = int((pd.read_csv(demo / "data" / "2d" / "split~80-10-10.csv")["split"] == "val").sum())
@@ -58,6 +67,14 @@ def test_demo_campaign(tmp_path: Path) -> None:
             assert summary["energy"]["mae"] > 0 and summary["area"]["mae"] >= 0
             assert (summary_file.parent / "parity.png").stat().st_size > 1000
             assert (summary_file.parent / "elements.png").stat().st_size > 1000
+            # thesis figs. 6.6 (space groups), 6.15-6.24 (error distributions), 4.2 (class imbalance)
+            for stem in ("error_distributions", "spacegroup_mae", "element_frequency"):
+                assert (summary_file.parent / f"{stem}.png").stat().st_size > 1000, (summary_file, stem)
+                assert (summary_file.parent / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-", (summary_file, stem)
+            groups = pd.read_csv(summary_file.parent / "spacegroups.csv")
+            assert groups["n"].sum() == summary["n_evaluated"] and groups["energy_mae_meV"].notna().any()
+            elements = pd.read_csv(summary_file.parent / "per_element.csv")
+            assert (elements["n_train_materials"] > 0).any() and (elements["n_train_materials"] >= 0).all(), summary_file
         val = json.loads(next((demo / "uff" / family).glob("ecut~*/lr~*/bs~*/relax/val/summary.json")).read_text())
         assert val["n"] == n_val
     assert json.loads((demo / "baseline" / "val" / "summary.json").read_text())["n"] == n_val
@@ -143,6 +160,16 @@ def test_demo_campaign(tmp_path: Path) -> None:
         assert (report / f"{stem}.png").stat().st_size > 1000
     formation = pd.read_csv(report / "formation_summary.csv")
     assert {"ce", "nequip_dft"} <= set(formation["model"]) and (formation["status"] == "ok").all()
+    ce = formation[formation["model"] == "ce"]  # the demo alloys are 1H and every structure maps
+    assert (ce["lattice"] == "1H").all() and (ce["n_unmapped"] == 0).all()
+    t49 = pd.read_csv(report / "table_4_9.csv")
+    assert (t49["lattice"] == "1H").all() and (t49["Unmapped"].astype(int) == 0).all()
+    # table 6.2: validation MAE per cell of the NequIP models on DFT-, ML1- and ML2-relaxed inputs
+    t62 = pd.read_csv(report / "table_6_2.csv")
+    assert list(t62["key"]) == ["nequip_dft", "nequip_ml1", "nequip_ml2"] and set(t62["set"]) == {"val"}
+    for alloy in config["formation"]["alloys"]:
+        assert (t62[alloy].astype(float) > 0).all(), alloy
+    assert "Val" in (report / "table_6_2.md").read_text() and (report / "table_6_2.tex").exists()
 
     # the diagnostics: written, and every warning repeated at the end of the run
     diagnostics = (demo / "diagnostics.md").read_text()
@@ -177,6 +204,12 @@ def test_demo_campaign(tmp_path: Path) -> None:
     rep = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], capture_output=True, text=True, env=env, timeout=900)
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 100_000
+
+    # a finished campaign moved or copied to another folder reruns nothing
+    moved = tmp_path.parent / f"{tmp_path.name}_moved"
+    subprocess.run(["cp", "-a", str(tmp_path), str(moved)], check=True)
+    dry = subprocess.run([*cmd[:4], str(moved), *cmd[5:], "-n"], capture_output=True, text=True, env=env, timeout=600)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
 
     from demo_times import stage_times
 

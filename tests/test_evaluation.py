@@ -296,3 +296,101 @@ def test_table_rejects_bad_rows() -> None:
         relaxation_table(rows.assign(status="running"))
     with pytest.raises(ValueError, match="duplicate"):
         relaxation_table(pd.concat([rows, rows.iloc[:1]]))
+
+
+# ------------------------------------------------- error distributions, space groups, frequency
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The last Figure handed to save_figure by mlff2d.evaluation (it is still written)."""
+    captured: dict[str, Any] = {}
+    real = ev.save_figure
+
+    def capture(fig, stem):  # type: ignore[no-untyped-def]
+        captured["fig"] = fig
+        return real(fig, stem)
+
+    monkeypatch.setattr(ev, "save_figure", capture)
+    return captured
+
+
+def test_cumulative_share() -> None:
+    x, share = ev.cumulative_share(np.array([3.0, 1.0, 2.0, 2.0]))
+    assert x.tolist() == [1.0, 2.0, 2.0, 3.0] and share.tolist() == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_error_distributions_show_the_evaluated_errors(tmp_path: Path, errors: pd.DataFrame, drawn: dict[str, Any]) -> None:
+    paths = ev.error_distribution_plot(errors, tmp_path / "dist", "m")
+    assert paths[0].read_bytes()[:8] == PNG_MAGIC and paths[1].read_bytes()[:5] == b"%PDF-"
+    (h_e, h_a), (c_e, c_a) = np.array(drawn["fig"].axes).reshape(2, 2)
+    assert sum(p.get_height() for p in h_e.patches) == 3  # exploded and missing left out
+    x, y = c_e.lines[0].get_data()
+    assert list(x) == pytest.approx([10.0, 20.0, 60.0]) and list(y) == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert [t.get_text() for t in c_e.get_legend().get_texts()] == ["MAE = 30", "median = 20"]
+    x, _ = c_a.lines[0].get_data()
+    assert list(x) == pytest.approx([10.0, 20.0, 30.0])  # area in 10^-2 Å²/atom
+    assert "3 of 5 relaxations evaluated" in drawn["fig"].get_suptitle()
+
+
+def test_energy_mae_per_space_group(tmp_path: Path, drawn: dict[str, Any]) -> None:
+    from ase.build import mx2
+
+    def slab(formula: str, kind: str, mid: str, e: float) -> Atoms:
+        atoms = mx2(formula, kind=kind, a=3.2, thickness=3.1, vacuum=7.5)
+        atoms.info["material_id"] = mid
+        atoms.calc = SinglePointCalculator(atoms, energy=e * len(atoms))
+        return atoms
+
+    ref = tmp_path / "ref.extxyz"
+    ase.io.write(ref, [slab("MoS2", "2H", "h1", -7.0), slab("WS2", "2H", "h2", -8.0),
+                       slab("TiS2", "1T", "t1", -6.0), slab("ZrS2", "1T", "t2", -6.5)])
+    recs = pd.DataFrame([record("h1", 3, True, -6.99, 2.0, ""), record("h2", 3, True, -8.03, 2.0, ""),
+                         record("t1", 3, True, -5.995, 2.0, ""), record("t2", 3, False, float("nan"), float("nan"), "exploded")])
+    groups = ev.spacegroup_errors(relaxation_errors(recs, ref), ref)
+    assert groups["spacegroup"].tolist() == [187, 164]  # P-6m2 (1H), P-3m1 (1T); largest MAE first
+    assert groups["symbol"].tolist() == ["P-6m2", "P-3m1"]
+    assert groups["n"].tolist() == [2, 1] and groups["n_failed"].tolist() == [0, 1]
+    assert groups["energy_mae_meV"].tolist() == pytest.approx([20.0, 5.0])
+    ev.spacegroup_plot(groups, tmp_path / "sg", "m")
+    ax = drawn["fig"].axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([20.0, 5.0])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["P-6m2 (187)", "P-3m1 (164)"]
+
+
+def test_per_element_error_against_training_frequency(tmp_path: Path, errors: pd.DataFrame, drawn: dict[str, Any]) -> None:
+    counts = pd.DataFrame({"element": ["S", "Mo", "Se"], "n_train_materials": [40, 10, 3]})
+    table = per_element(errors, counts).set_index("element")
+    assert table["n_train_materials"].to_dict() == {"S": 40, "Se": 3, "Mo": 10, "Nb": 0, "W": 0}
+    assert "n_train_materials" not in per_element(errors).columns
+    ev.element_frequency_plot(table.reset_index(), tmp_path / "freq", "m")
+    ax_e, ax_a = drawn["fig"].axes
+    points = {t.get_text(): tuple(t.xy) for t in ax_e.texts}
+    assert set(points) == {"S", "Mo", "W"}  # Se (failed) and Nb (missing) have no evaluated structure
+    assert points["S"] == pytest.approx((40, 30.0)) and points["Mo"] == pytest.approx((10, 35.0))
+    assert points["W"] == pytest.approx((0.8, 40.0))  # no training material: drawn at the left edge
+    assert ax_e.get_xscale() == "log" and "training materials" in ax_e.get_xlabel()
+
+
+def test_write_evaluation_writes_the_extra_figures_for_a_model_only(tmp_path: Path, reference: Path, errors: pd.DataFrame) -> None:
+    counts = pd.DataFrame({"element": ["S"], "n_train_materials": [2]})
+    ev.write_evaluation(errors, tmp_path / "model", "m", reference_file=reference, train_counts=counts)
+    for stem in ("parity", "elements", "error_distributions", "spacegroup_mae", "element_frequency"):
+        assert (tmp_path / "model" / f"{stem}.png").stat().st_size > 1000 and (tmp_path / "model" / f"{stem}.pdf").exists()
+    assert pd.read_csv(tmp_path / "model" / "spacegroups.csv")["n"].sum() == 3
+    assert pd.read_csv(tmp_path / "model" / "per_element.csv")["n_train_materials"].tolist() == [2, 0, 0, 0, 0]
+    ev.write_evaluation(errors, tmp_path / "baseline", "b")
+    assert (tmp_path / "baseline" / "parity.png").exists() and not (tmp_path / "baseline" / "spacegroup_mae.png").exists()
+
+
+def test_evaluate_command_as_the_rule_calls_it(tmp_path: Path, reference: Path) -> None:
+    from mlff2d.cli import main
+
+    RECORDS.to_parquet(tmp_path / "records.parquet")
+    pd.DataFrame({"element": ["Mo", "S"], "n_train_materials": [5, 9]}).to_csv(tmp_path / "train.csv", index=False)
+    assert main(["evaluate", "--records", str(tmp_path / "records.parquet"), "--reference", str(reference),
+                 "--train-elements", str(tmp_path / "train.csv"), "--outdir", str(tmp_path / "out"), "--title", "t"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "per_element.csv").set_index("element")
+    assert table.loc["Mo", "n_train_materials"] == 5 and table.loc["W", "n_train_materials"] == 0
+    for stem in ("error_distributions", "spacegroup_mae", "element_frequency"):
+        assert (tmp_path / "out" / f"{stem}.png").stat().st_size > 1000

@@ -189,3 +189,28 @@ def test_demo_dry_run_schedules_the_formation_study(tmp_path: Path) -> None:
                     ("formation_report", 1)):
         assert text.count(f"rule {rule}:") == n, rule
     assert "alloys/mace/MoWS2/transfer/ecut~1e6/split~80-10-10/relax/train/final.extxyz" in text
+
+
+def test_table_6_2_is_the_nequip_validation_mae_per_cell(tmp_path: Path) -> None:
+    """Per cell = per atom × the cell's atoms: the hand-made val cells have 3 and 6 atoms."""
+    frame, _ = formation_frame("MoWS2", hand_made())
+    frame.loc[frame["material_id"] == "MoS2-2", "set"] = "val"  # val: WS2-1 (3 atoms), MoS2-2 (6 atoms)
+    d = tmp_path / "MoWS2"
+    d.mkdir()
+    frame.to_csv(d / "formation_energies.csv", index=False)
+    for sub, offset in (("dft", 0.0001), ("ml1", 0.0004), ("ml2", -0.0002)):  # eV/atom
+        _predictions(d / "nequip" / sub, frame, offset)
+        (d / "nequip" / sub / "status.json").write_text('{"status": "ok"}')
+    _predictions(d / "ce", frame, 0.00001)  # not a row of table 6.2
+    write_report([("MoWS2", d)], tmp_path / "report")
+    t62 = pd.read_csv(tmp_path / "report" / "table_6_2.csv")
+    assert list(t62["key"]) == ["nequip_dft", "nequip_ml1", "nequip_ml2"] and set(t62["set"]) == {"val"}
+    assert (t62["unit"] == "meV/cell").all()
+    got = dict(zip(t62["key"], t62["MoWS2"].astype(float)))
+    assert got["nequip_dft"] == pytest.approx(0.1 * 4.5) and got["nequip_ml1"] == pytest.approx(0.4 * 4.5)
+    assert got["nequip_ml2"] == pytest.approx(0.2 * 4.5)  # mean of 3 and 6 atoms: 4.5
+    md = (tmp_path / "report" / "table_6_2.md").read_text()
+    assert "| Val | ML (relaxed DFT) | **0.450** |" in md and "| ML 2 (transfer) | <u>0.900</u> |" in md
+    summary = pd.read_csv(tmp_path / "report" / "formation_summary.csv")
+    row = summary[(summary["model"] == "nequip_dft") & (summary["set"] == "val")].iloc[0]
+    assert row["mae"] == pytest.approx(0.1) and row["mae_cell"] == pytest.approx(0.45)

@@ -74,7 +74,7 @@ def test_tiny_energy_only_training_in_the_nequip_environment(tmp_path: Path, mow
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "ok", status.get("reason")
     metrics = pd.read_csv(out / "metrics.csv")
-    assert list(metrics["epoch"]) == [0, 1, 2] and np.isfinite(metrics["energy_mae_meV_per_atom"]).all()
+    assert list(metrics["epoch"]) == [1, 2, 3] and np.isfinite(metrics["energy_mae_meV_per_atom"]).all()
     pred = pd.read_csv(out / "predictions.csv", dtype={"material_id": str})
     table = pd.read_csv(fe, dtype={"material_id": str})
     assert sorted(pred["material_id"]) == sorted(table["material_id"])

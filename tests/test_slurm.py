@@ -1,19 +1,25 @@
-"""The campaign through `--profile profiles/slurm` on a real one-node SLURM cluster.
+"""The campaign through `snakemake --profile slurm` on a real two-node SLURM cluster.
 
-The cluster (tests/slurm_cluster.py) is started once per session; without SLURM (not root, no
-apt-get, or it does not start) every test here is skipped with the reason. The profile is used
-as a user would after filling in its placeholders: its `<...>` partition values are replaced
-by the test partition and the account is dropped (the test cluster has no accounting), passed
-on the command line; everything else comes from profiles/slurm/config.yaml. The settings that
-only make the tests faster are in FAST.
+The cluster (tests/slurm_cluster.py: a CPU partition, the default, and a GPU partition) is
+started once per session; where SLURM cannot be installed (not root, apt-get fails) every test
+here is skipped with the reason, and any other start-up error fails them. The profile is made
+as a user makes it: `mlff2d slurm-profile` (XDG_CONFIG_HOME is a temporary folder, so nothing is
+written into the real home), then `snakemake --profile slurm` by name. The settings that only
+make the tests faster are in FAST.
 
+* test_slurm_profile_from_the_cluster: the written profile sends the trainings to the GPU
+  partition and everything else to the default one, without an account (no accounting here);
+  a second `mlff2d slurm-profile` refuses to overwrite it;
+* test_placeholders_stop_before_submission: `--profile profiles/slurm` as shipped stops with
+  one message naming every placeholder key, and submits nothing;
 * test_training_sbatch_lines: the sbatch line of a training for 1 GPU, for 4 GPUs (with a GPU
   model) and for a retry (memory and run time doubled), from the plugin's own log (--verbose),
   and SLURM's record of the 4-GPU job;
-* test_campaign_slice_through_slurm: data pipeline (locally), then training, relaxation and
-  aggregation through SLURM: every relaxation shard is killed by SLURM for exceeding its memory
-  on attempt 1 and succeeds on attempt 2; the training is requeued (`scontrol requeue`) while
-  it trains and resumes from its checkpoint; the results have the form of a local run's.
+* test_campaign_slice_through_slurm: from a project folder, `snakemake --profile slurm`: data
+  pipeline (locally, before), then training, relaxation and aggregation through SLURM, each in
+  its partition: every relaxation shard is killed by SLURM for exceeding its memory on attempt
+  1 and succeeds on attempt 2; the training is requeued (`scontrol requeue`) once its first
+  checkpoint is written and resumes from it; the results have the form of a local run's.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from slurm_cluster import GPU_TYPE, SlurmCluster, slurm_cluster  # noqa: E402,F401  (the fixture)
+from slurm_cluster import GPU_PARTITION, GPU_TYPE, PARTITION, SlurmCluster, slurm_cluster  # noqa: E402,F401
 
 from mlff2d.synthetic import write_alexandria  # noqa: E402
 
@@ -44,7 +50,8 @@ PROFILE = ROOT / "profiles" / "slurm"
 CAMPAIGN = "sl"
 POINT = f"results/{CAMPAIGN}/uff/m3gnet/ecut~1e6/lr~0.001/bs~4"
 EXPORT = f"results/{CAMPAIGN}/data/2d/export/m3gnet/ecut~1e6/split~80-10-10"
-TINY_M3GNET = {"epochs": 8, "nblocks": 1, "units": 16, "dim_node_embedding": 16, "dim_edge_embedding": 16}
+#: Enough epochs that the training is still running when the test requeues it after epoch 1.
+TINY_M3GNET = {"epochs": 12, "nblocks": 1, "units": 16, "dim_node_embedding": 16, "dim_edge_embedding": 16}
 TINY_MACE = {"epochs": 2, "num_channels": 8, "max_L": 0, "correlation": 2, "r_max": 4.0, "swa": False}
 #: Status checks every second and no file-system latency: test speed only.
 FAST = ["--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
@@ -56,33 +63,31 @@ RELAX_MEM_MB = 600
 pytestmark = pytest.mark.slow
 
 
-def profile_args(cluster: SlurmCluster) -> list[str]:
-    """--profile profiles/slurm with its placeholders filled in for the test cluster."""
-    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+TRAINING_RULES = {"train_uff", "train_alloy", "train_alloy_curve", "formation_nequip"}
 
-    def fill(resources: dict[str, object]) -> list[str]:
-        out = []
-        for key, value in resources.items():
-            if isinstance(value, str) and value.startswith("<"):
-                if key == "slurm_account":  # no accounting on the test cluster
-                    continue
-                value = cluster.partition
-            out.append(f"{key}={value}")
-        return out
 
-    args = ["--profile", str(PROFILE), "--default-resources", *fill(profile["default-resources"])]
-    set_resources = [f"{rule}:{item}" for rule, res in profile.get("set-resources", {}).items() for item in fill(res)]
-    if set_resources:
-        args += ["--set-resources", *set_resources]
-    return args + FAST
+@pytest.fixture(scope="module")
+def config_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XDG_CONFIG_HOME of every command here: Snakemake's profiles by name live under it."""
+    return tmp_path_factory.mktemp("xdg")
+
+
+@pytest.fixture(scope="module")
+def site_profile(slurm_cluster: SlurmCluster, config_home: Path) -> Path:
+    """`mlff2d slurm-profile`, as a user runs it: the profile `slurm` of the test cluster."""
+    res = subprocess.run([str(BIN / "mlff2d"), "slurm-profile"], capture_output=True, text=True, timeout=60,
+                         env=run_env(config_home))
+    assert res.returncode == 0, res.stdout + res.stderr
+    print(res.stdout)
+    return config_home / "snakemake" / "slurm" / "config.yaml"
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     return [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
 
 
-def run_env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{os.environ['PATH']}{os.pathsep}{BIN}"}
+def run_env(config_home: Path) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{os.environ['PATH']}{os.pathsep}{BIN}", "XDG_CONFIG_HOME": str(config_home)}
 
 
 def write_config(workdir: Path, **families: dict[str, object]) -> None:
@@ -104,13 +109,13 @@ def write_config(workdir: Path, **families: dict[str, object]) -> None:
 
 
 @pytest.fixture(scope="module")
-def data_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data_workdir(tmp_path_factory: pytest.TempPathFactory, config_home: Path) -> Path:
     """A campaign directory whose data pipeline has run (locally: the SLURM part is what follows)."""
     work = tmp_path_factory.mktemp("slurm_base")
     write_alexandria(work / "alexandria", 14, n_steps=6, per_file=5, seed=3)
     write_config(work)
-    out = subprocess.run(snakemake_cmd(work, "--cores", "2", "data"), capture_output=True, text=True, env=run_env(),
-                         timeout=300)
+    out = subprocess.run(snakemake_cmd(work, "--cores", "2", "data"), capture_output=True, text=True,
+                         env=run_env(config_home), timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return work
 
@@ -141,7 +146,62 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen[bytes] | None = N
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_training_sbatch_lines(slurm_cluster: SlurmCluster, data_workdir: Path, tmp_path: Path) -> None:
+def test_bad_slurm_conf_fails_not_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start-up error after the install (here a slurm.conf slurmctld rejects) is a failure."""
+    import slurm_cluster as sc
+
+    try:
+        sc.ensure_installed()
+    except sc.ClusterUnavailable as exc:
+        pytest.skip(f"no SLURM cluster: {exc}")
+    good = sc.slurm_conf
+    monkeypatch.setattr(sc, "slurm_conf", lambda *args: good(*args) + "NoSuchSlurmOption=1\n")
+    with pytest.raises(sc.ClusterStartError, match="did not start") as err:
+        sc.start_cluster(timeout=20)
+    assert not isinstance(err.value, sc.ClusterUnavailable)
+    print(str(err.value)[:600])
+
+
+def test_slurm_profile_from_the_cluster(site_profile: Path, config_home: Path) -> None:
+    """Trainings to the partition with GPUs, the rest to the default one; never overwritten."""
+    profile = yaml.safe_load(site_profile.read_text())
+    template = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    # no slurm_account: the test cluster has no accounting
+    expected = {k: v for k, v in template["default-resources"].items() if k != "slurm_account"}
+    assert profile["default-resources"] == {**expected, "slurm_partition": PARTITION}
+    assert set(profile["set-resources"]) == TRAINING_RULES
+    assert all(r == {"slurm_partition": GPU_PARTITION} for r in profile["set-resources"].values())
+    assert {k: v for k, v in profile.items() if "resources" not in k} == {
+        k: v for k, v in template.items() if "resources" not in k}
+    before = site_profile.read_text()
+    again = subprocess.run([str(BIN / "mlff2d"), "slurm-profile"], capture_output=True, text=True, timeout=60,
+                           env=run_env(config_home))
+    assert again.returncode == 2 and "exists already" in again.stderr, again.stdout + again.stderr
+    assert "--name mlff2d-slurm" in again.stderr and "--force" in again.stderr
+    assert site_profile.read_text() == before
+
+
+def test_placeholders_stop_before_submission(slurm_cluster: SlurmCluster, data_workdir: Path, config_home: Path,
+                                             tmp_path: Path) -> None:
+    """`--profile profiles/slurm` as shipped: one message naming the keys, no job submitted."""
+    work = copy_workdir(data_workdir, tmp_path / "w")
+    res = subprocess.run(snakemake_cmd(work, "--profile", str(PROFILE), *FAST), capture_output=True,
+                         text=True, timeout=120, env=run_env(config_home))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert out.count("the SLURM profile still has placeholders") == 1, out[-3000:]
+    for key in ("default-resources.slurm_partition", "default-resources.slurm_account",
+                *(f"set-resources.{rule}.slurm_partition" for rule in TRAINING_RULES)):
+        assert key in out
+    assert "mlff2d slurm-profile" in out
+    assert "submitted with SLURM jobid" not in out and "Building DAG" not in out
+    assert not [r for r in slurm_cluster.jobcomp() if r.get("WorkDir") == str(work)]
+    queued = slurm_cluster.run("squeue", "--states=all", "--noheader", "--format=%Z").stdout.split()
+    assert str(work) not in queued
+
+
+def test_training_sbatch_lines(slurm_cluster: SlurmCluster, site_profile: Path, data_workdir: Path,
+                               config_home: Path, tmp_path: Path) -> None:
     """1 GPU (m3gnet, attempts 1 and 2) and 4 GPUs of a model (mace), as the plugin submits them."""
     work = copy_workdir(data_workdir, tmp_path / "w")
     write_config(
@@ -155,8 +215,8 @@ def test_training_sbatch_lines(slurm_cluster: SlurmCluster, data_workdir: Path, 
     targets = [f"{POINT}/status.json", f"results/{CAMPAIGN}/uff/mace/ecut~1e6/lr~0.01/bs~4/status.json"]
     log_path = tmp_path / "snakemake.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(snakemake_cmd(work, *profile_args(slurm_cluster), "--verbose", *targets), stdout=log,
-                                stderr=subprocess.STDOUT, env=run_env(), start_new_session=True)
+        proc = subprocess.Popen(snakemake_cmd(work, "--profile", "slurm", *FAST, "--verbose", *targets), stdout=log,
+                                stderr=subprocess.STDOUT, env=run_env(config_home), start_new_session=True)
     try:
         def seen() -> bool:
             calls = sbatch_calls(log_path.read_text())
@@ -182,7 +242,7 @@ def test_training_sbatch_lines(slurm_cluster: SlurmCluster, data_workdir: Path, 
     assert option(one, r"--mem (\d+)") == "100" and option(retry, r"--mem (\d+)") == "200"
     assert option(one, r" -t (\d+)") == "7" and option(retry, r" -t (\d+)") == "14"
     assert option(one, r"--cpus-per-task=(\d+)") == "1"
-    assert option(one, r" -p (\S+)") == slurm_cluster.partition
+    assert option(one, r" -p (\S+)") == GPU_PARTITION and option(mace, r" -p (\S+)") == GPU_PARTITION
     assert "--requeue" in one
     assert option(mace, r"--gpus=(\S+)") == f"{GPU_TYPE}:4"
     assert option(mace, r"--mem (\d+)") == "3000" and option(mace, r" -t (\d+)") == "11"
@@ -213,25 +273,68 @@ def result_form(results: Path) -> dict[str, object]:
     return form
 
 
-def test_campaign_slice_through_slurm(slurm_cluster: SlurmCluster, data_workdir: Path, tmp_path: Path) -> None:
-    work = copy_workdir(data_workdir, tmp_path / "slurm")
+def epochs_done(history: Path) -> int:
+    """Rows of a training's own epoch record (0 while it is missing or being written)."""
+    try:
+        return len(pd.read_csv(history))
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return 0
+
+
+def submitted_job(log_path: Path, rule: str) -> str | None:
+    """The SLURM job id of the first job of ``rule``, from the plugin's submission line."""
+    for line in log_path.read_text().splitlines():
+        if "has been submitted with SLURM jobid" in line and f"rule_{rule}/" in line:
+            return line.split("SLURM jobid ")[1].split()[0]
+    return None
+
+
+def requeue_after_first_checkpoint(cluster: SlurmCluster, proc: subprocess.Popen[bytes], log_path: Path,
+                                   point: Path) -> str:
+    """Pre-empt the training: `scontrol requeue` once its first checkpoint and epoch row exist.
+
+    Synchronised on the training itself (its submission line, then checkpoints/last.ckpt and a
+    row of checkpoints/metrics.csv), with generous deadlines; fails, saying so, where the
+    training ended before it could be requeued."""
+    wait_for(lambda: submitted_job(log_path, "train_uff") is not None, 300, proc, "the training's submission")
+    job = submitted_job(log_path, "train_uff")
+    assert job is not None
+    ckpt, history = point / "checkpoints" / "last.ckpt", point / "checkpoints" / "metrics.csv"
+    wait_for(lambda: ckpt.exists() and epochs_done(history) >= 1, 600, proc,
+             f"the first checkpoint of training job {job} ({ckpt} and a row of {history.name})")
+    state = cluster.run("squeue", "--noheader", "--jobs", job, "--format=%T", check=False).stdout.strip()
+    done = epochs_done(history)
+    assert state == "RUNNING" and not (point / "status.json").exists(), (
+        f"training job {job} is {state or 'gone'} after {done} of {TINY_M3GNET['epochs']} epochs: it ended before "
+        "it could be requeued (raise TINY_M3GNET['epochs'] if this machine trains that fast)")
+    res = cluster.run("scontrol", "requeue", job, check=False)
+    assert res.returncode == 0, f"scontrol requeue {job} after {done} epochs: {res.stderr}"
+    print(f"requeued training job {job} after {done} of {TINY_M3GNET['epochs']} epochs")
+    return job
+
+
+def project_folder(data_workdir: Path, dst: Path) -> Path:
+    """A campaign folder laid out as a clone of this project: Snakefile, workflow/, profiles/."""
+    work = copy_workdir(data_workdir, dst)
+    for name in ("Snakefile", "workflow", "profiles"):
+        (work / name).symlink_to(ROOT / name)
+    return work
+
+
+def test_campaign_slice_through_slurm(slurm_cluster: SlurmCluster, site_profile: Path, data_workdir: Path,
+                                      config_home: Path, tmp_path: Path) -> None:
+    work = project_folder(data_workdir, tmp_path / "slurm")
     local = copy_workdir(data_workdir, tmp_path / "local")
-    env = run_env()
+    env = run_env(config_home)
     # the same slice locally, alongside (the SLURM run mostly waits)
     local_proc = subprocess.Popen(snakemake_cmd(local, "--profile", str(ROOT / "profiles" / "default"), "--cores", "1"),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     log_path = tmp_path / "slurm.log"
-    history = work / POINT / "checkpoints" / "metrics.csv"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(snakemake_cmd(work, *profile_args(slurm_cluster), "--verbose"), stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    with open(log_path, "w") as log:  # as a user types it, in the project folder
+        proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", "slurm", *FAST, "--verbose"], cwd=work,
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        # pre-emption: requeue the training once it has a checkpoint
-        wait_for(lambda: history.exists() and len(pd.read_csv(history)) >= 1, 240, proc, "the training's first epoch")
-        jobs = slurm_cluster.run("squeue", "--noheader", "--format=%i|%k|%T").stdout.split()
-        train_id = next(j.split("|")[0] for j in jobs if "rule_train_uff" in j and j.endswith("RUNNING"))
-        assert not (work / POINT / "status.json").exists()
-        slurm_cluster.run("scontrol", "requeue", train_id)
+        train_id = requeue_after_first_checkpoint(slurm_cluster, proc, log_path, work / POINT)
         proc.wait(timeout=420)
     finally:
         if proc.poll() is None:
@@ -241,6 +344,14 @@ def test_campaign_slice_through_slurm(slurm_cluster: SlurmCluster, data_workdir:
     text = log_path.read_text()
     assert proc.returncode == 0, text[-5000:]
     assert local_proc.returncode == 0, local_out[-3000:]
+    # the site profile by name, with the workflow profile (profiles/default) beside it
+    assert "Using profiles slurm and workflow specific profile profiles/default" in text, text[:2000]
+
+    # the trainings in the GPU partition, every other job in the default (CPU) partition
+    partitions = {re.search(r"--comment '?rule_(\w+?)_wildcards", c).group(1): option(c, r" -p (\S+)")  # type: ignore[union-attr]
+                  for c in sbatch_calls(text)}
+    assert partitions.pop("train_uff") == GPU_PARTITION, partitions
+    assert set(partitions.values()) == {PARTITION}, partitions
 
     # every job went through sbatch: SLURM's record of finished jobs, the plugin's job logs
     records = [r for r in slurm_cluster.jobcomp() if r.get("WorkDir") == str(work)]
@@ -278,13 +389,14 @@ def test_campaign_slice_through_slurm(slurm_cluster: SlurmCluster, data_workdir:
 # --- multi-device training (no SLURM needed) -------------------------------------------------
 
 
-def test_m3gnet_trains_data_parallel_on_two_cpu_processes(data_workdir: Path, tmp_path: Path) -> None:
+def test_m3gnet_trains_data_parallel_on_two_cpu_processes(data_workdir: Path, config_home: Path, tmp_path: Path) -> None:
     """`mlff2d train --gpus 2 --device cpu`: Lightning DDP (gloo) with 2 processes, rank 0 writes."""
     out = tmp_path / "point"
     params = json.dumps({**TINY_M3GNET, "epochs": 2})
     res = subprocess.run([str(BIN / "mlff2d"), "train", "--family", "m3gnet", "--data", str(data_workdir / EXPORT),
                           "--outdir", str(out), "--lr", "0.001", "--batch-size", "4", "--params", params,
-                          "--device", "cpu", "--gpus", "2"], capture_output=True, text=True, timeout=300, env=run_env())
+                          "--device", "cpu", "--gpus", "2"], capture_output=True, text=True, timeout=300,
+                         env=run_env(config_home))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Starting with 2 processes" in res.stdout + res.stderr
     assert json.loads((out / "status.json").read_text())["status"] == "ok"

@@ -269,3 +269,21 @@ def test_tables_target_never_trains(tmp_path: Path) -> None:
     # the full campaign waits for every point: 2 sets x (18 + 6) points are evaluated
     full = snakemake(work, "-n", "--cores", "1")
     assert (full.stdout + full.stderr).count("rule train_uff:") == 24
+
+
+@pytest.mark.slow
+def test_all_asks_for_the_thesis_figures_and_tables(tmp_path: Path) -> None:
+    """Figs. 6.6, 6.10-6.13, 6.15-6.24, the training-frequency figure and table 6.2 come from `all`."""
+    work = campaign_dir(tmp_path, 30, alloys=3)
+    out = snakemake(work, "-n", "--cores", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    wanted = set(job_field(jobs(text, "rule all:")[0], "input").split(", "))
+    point = "results/thesis/uff/m3gnet/ecut~1e6/lr~0.0001/bs~128/relax/test"
+    for name in ("error_distributions", "spacegroup_mae", "element_frequency"):
+        assert f"{point}/{name}.png" in wanted, name
+    assert "results/thesis/alloys/mace/TiTaS2/transfer/ecut~0.001/split~80-10-10/relax/val/error_distributions.png" in wanted
+    assert {"results/thesis/data/alloys/figures", "results/thesis/data/alloy_figures/energy_per_atom.png",
+            "results/thesis/formation/report/table_6_2.csv"} <= wanted
+    assert text.count("rule alloy_energy_figure:") == 1 and text.count("rule dataset_figures:") == 2  # 2d and alloys
+    assert text.count("rule train_elements:") == 1 + 10 * 2  # 2d (uff split) and 10 alloy datasets x 2 splits

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("mlff2d")
 
@@ -114,6 +115,22 @@ def cmd_dataset_figures(args: argparse.Namespace) -> None:
     log.info("wrote %d figure files to %s", len(paths), args.outdir)
 
 
+def cmd_train_elements(args: argparse.Namespace) -> None:
+    from mlff2d.dataset_figures import training_element_counts
+
+    counts = training_element_counts(Path(args.clean), Path(args.split))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    counts.to_csv(args.out, index=False, lineterminator="\n")
+    log.info("%d elements in the training materials", len(counts))
+
+
+def cmd_alloy_energy_figure(args: argparse.Namespace) -> None:
+    from mlff2d.dataset_figures import energy_overlay_figure
+
+    cleans = {k: Path(v) for k, v in (item.split("=", 1) for item in args.clean)}
+    log.info("wrote %s", energy_overlay_figure(cleans, Path(args.out).with_suffix("")))
+
+
 def training_devices(gpus: int, device: str | None) -> tuple[str | None, int]:
     """(torch device, device count) of a training from ``--gpus`` and ``--device``.
 
@@ -175,33 +192,21 @@ def cmd_gather_relax(args: argparse.Namespace) -> None:
     gather([Path(p) for p in args.records], [Path(p) for p in args.structures], Path(args.records_out), Path(args.structures_out))
 
 
-def _write_evaluation(errors: object, outdir: Path, title: str) -> None:
-    from mlff2d.evaluation import element_maps, parity_plot, per_element, summarize
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    errors.to_csv(outdir / "errors.csv", index=False)  # type: ignore[attr-defined]
-    summary = summarize(errors)
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    elements = per_element(errors)
-    elements.to_csv(outdir / "per_element.csv", index=False)
-    parity_plot(errors, outdir / "parity", title)
-    element_maps(elements, outdir / "elements", title)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from mlff2d.evaluation import relaxation_errors
+    from mlff2d.evaluation import relaxation_errors, write_evaluation
 
     errors = relaxation_errors(pd.read_parquet(args.records), Path(args.reference))
-    _write_evaluation(errors, Path(args.outdir), args.title)
+    counts = pd.read_csv(args.train_elements) if args.train_elements else None
+    write_evaluation(errors, Path(args.outdir), args.title, reference_file=Path(args.reference), train_counts=counts)
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    from mlff2d.evaluation import baseline_errors
+    from mlff2d.evaluation import baseline_errors, write_evaluation
 
     errors = baseline_errors(Path(args.clean), Path(args.split), args.set, Path(args.start), Path(args.reference))
-    _write_evaluation(errors, Path(args.outdir), f"baseline (per-element mean energy, unrelaxed): {args.set}")
+    write_evaluation(errors, Path(args.outdir), f"baseline (per-element mean energy, unrelaxed): {args.set}")
 
 
 def _points(items: list[str]) -> list[tuple[str, str]]:
@@ -356,17 +361,84 @@ def cmd_formation_report(args: argparse.Namespace) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
-    from mlff2d.config import load_config
+    """Print the config with every default filled in (YAML), check that its input paths exist,
+    and end with a one-line verdict; a problem is an error naming the key."""
+    import yaml
 
-    print(json.dumps(load_config(args.configfile), indent=2))
+    from mlff2d.config import ConfigError, load_config, missing_sources
+
+    config = load_config(args.configfile)
+    if not args.quiet:
+        print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
+    missing = missing_sources(config)
+    if missing:
+        raise ConfigError(f"{args.configfile}: " + "; ".join(missing))
+    datasets = [d["name"] for d in config["alloys"]["datasets"]]
+    print(f"OK: {args.configfile} is valid (campaign {config['campaign']!r}, {len(config['data']['sources'])} 2D source(s), "
+          f"{len(datasets)} alloy dataset(s); every input path matches files)")
+
+
+#: Help of the options many stages share (paths of the campaign's files); an option without its
+#: own help gets this one, and every option has one (tested).
+COMMON_HELP = {
+    "--frames": "frame store (.parquet)", "--materials": "materials table (.csv)",
+    "--clean": "clean frame store (.parquet, the outlier filter's output)",
+    "--ledger-frames": "output: ledger of removed frames (.parquet)",
+    "--ledger-materials": "materials ledger with the reason each was kept or removed (.csv)",
+    "--summary": "output: counts per removal reason (.csv)", "--max-sites": "most atoms per cell (default 20)",
+    "--scope": "remove whole materials or single frames (default material)",
+    "--fallback": "steps kept when none passes the cutoff, as fractions of the last index",
+    "--keep-last": "also keep the last (relaxed) step", "--out": "output file",
+    "--ratios": "train, val and test fractions (sum 1)", "--seed": "random seed",
+    "--family": "model family", "--selected": "selected steps (.parquet)", "--split": "split (.csv: material_id, split)",
+    "--outdir": "output directory", "--sets": "sets: train, val, test", "--set": "set: val or test",
+    "--shard": "shard index (0-based)", "--shard-size": "structures per shard",
+    "--max-steps": "FIRE steps before a relaxation counts as step_limit", "--device": "cpu or cuda (default: CUDA when available)",
+    "--records": "relaxation records (.parquet)", "--structures": "relaxed structures (.extxyz)",
+    "--records-out": "output: gathered records (.parquet)", "--structures-out": "output: gathered structures (.extxyz)",
+    "--title": "figure title", "--start": "start structures (extxyz)", "--reference": "DFT-relaxed structures (extxyz)",
+    "--families": "model families", "--formation": "formation_energies.csv",
+}
+
+
+def _families() -> list[str]:
+    """The trainable model families (the CLI's choices)."""
+    from mlff2d.families import FAMILY_MODULES
+
+    return sorted(FAMILY_MODULES)
+
+
+def _stage(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A stage's sub-command; its help is also the description ``mlff2d <stage> --help`` shows."""
+    return sub.add_parser(name, help=help, description=help)
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Give every option without a help text its :data:`COMMON_HELP` entry."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _document(sub)
+        elif not action.help and action.option_strings:
+            action.help = COMMON_HELP.get(action.option_strings[-1])
+
+
+def cmd_slurm_profile(args: argparse.Namespace) -> None:
+    from mlff2d.slurm_profile import write_profile
+
+    path, summary = write_profile(args.name, args.cpu_partition, args.gpu_partition, args.account, args.force)
+    print(f"wrote {path}:\n{summary.replace('#   ', '  ')}run the campaign with: snakemake --profile {args.name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlff2d", description=__doc__)
+    from mlff2d import __version__
+
+    p = argparse.ArgumentParser(prog="mlff2d", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"mlff2d {__version__}")
     p.add_argument("--threads", type=int, default=1, help="BLAS/torch threads for this stage (default 1)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("ingest", help="read DFT trajectories into the frame store")
+    s = _stage(sub, "ingest", "read DFT trajectories into the frame store")
     s.add_argument("--source", action="append", required=True,
                    help='JSON object: {"path": ..., "format": ..., "stress_unit": ...}; repeat for several')
     s.add_argument("--frames", required=True, help="output frame store (.parquet)")
@@ -375,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes reading files in parallel")
     s.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("filter", help="remove outliers and write the ledger")
+    s = _stage(sub, "filter", "remove outliers and write the ledger")
     for name in ("frames", "materials", "clean", "ledger-frames", "ledger-materials", "summary"):
         s.add_argument(f"--{name}", required=True)
     s.add_argument("--max-sites", type=int, default=20)
@@ -387,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scope", choices=("material", "frame"), default="material")
     s.set_defaults(func=cmd_filter)
 
-    s = sub.add_parser("select", help="select relaxation steps by e_cut")
+    s = _stage(sub, "select", "select relaxation steps by e_cut")
     s.add_argument("--clean", required=True)
     s.add_argument("--e-cut", type=float, required=True, help="eV/atom")
     s.add_argument("--fallback", type=float, nargs="+", default=[0.0, 0.5, 1.0])
@@ -395,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_select)
 
-    s = sub.add_parser("selection-summary", help="materials and frames per e_cut and per train/val/test (thesis 4.1)")
+    s = _stage(sub, "selection-summary", "materials and frames per e_cut and per train/val/test (thesis 4.1)")
     s.add_argument("--clean", required=True)
     s.add_argument("--selected", nargs="+", required=True, help="E_CUT=PATH of each selection")
     s.add_argument("--splits", nargs="*", default=[], help="NAME=PATH of each split CSV")
@@ -403,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_selection_summary)
 
-    s = sub.add_parser("split", help="split materials into train/val/test")
+    s = _stage(sub, "split", "split materials into train/val/test")
     s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
     s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     s.add_argument("--seed", type=int, default=42)
@@ -412,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)
 
-    s = sub.add_parser("export", help="write a model family's train/val/test files")
+    s = _stage(sub, "export", "write a model family's train/val/test files")
     s.add_argument("--family", choices=("mace", "m3gnet", "nequip"), required=True)
     s.add_argument("--clean", required=True)
     s.add_argument("--selected", required=True)
@@ -420,25 +492,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("relax-sets", help="write start and reference structures of val/test (and train)")
+    s = _stage(sub, "relax-sets", "write start and reference structures of val/test (and train)")
     s.add_argument("--clean", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--sets", nargs="+", choices=("train", "val", "test"), default=["val", "test"])
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_relax_sets)
 
-    s = sub.add_parser("dataset-figures", help="element, space-group and label distributions")
+    s = _stage(sub, "dataset-figures", "element, space-group and label distributions")
     s.add_argument("--clean", required=True)
     s.add_argument("--selected", nargs="+", default=[], help="LABEL=PATH for each e_cut")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_dataset_figures)
 
-    s = sub.add_parser("train", help="train one sweep point of a model family")
-    s.add_argument("--family", required=True, help="m3gnet or mace")
+    s = _stage(sub, "train-elements", "training materials containing each element")
+    s.add_argument("--clean", required=True)
+    s.add_argument("--split", required=True, help="split CSV (material_id, split)")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_train_elements)
+
+    s = _stage(sub, "alloy-energy-figure", "energy per atom of each alloy dataset (thesis fig. 6.13)")
+    s.add_argument("--clean", nargs="+", required=True, help="ALLOY=clean.parquet")
+    s.add_argument("--out", required=True, help="the PNG (the PDF is written beside it)")
+    s.set_defaults(func=cmd_alloy_energy_figure)
+
+    s = _stage(sub, "train", "train one sweep point of a model family")
+    s.add_argument("--family", required=True, choices=_families(), help="model family")
     s.add_argument("--data", required=True, help="export directory with train/val files")
     s.add_argument("--outdir", required=True, help="the sweep point's directory")
-    s.add_argument("--lr", type=float, required=True)
-    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--lr", type=float, required=True, help="learning rate")
+    s.add_argument("--batch-size", type=int, required=True, help="structures per batch (per device)")
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--init-model", default=None, help="fine-tune from this trained model (transfer)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
@@ -447,14 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
                         " with --device cpu: that many CPU processes")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("curves", help="validation curves of sweep points")
+    s = _stage(sub, "curves", "validation curves of sweep points")
     s.add_argument("--points", nargs="+", required=True, help="LABEL=POINT_DIR for each sweep point")
     s.add_argument("--out", required=True, help="output stem (writes .png and .pdf)")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_curves)
 
-    s = sub.add_parser("relax", help="relax one shard of a relaxation set with a sweep point's model")
-    s.add_argument("--family", required=True)
+    s = _stage(sub, "relax", "relax one shard of a relaxation set with a sweep point's model")
+    s.add_argument("--family", required=True, choices=_families(), help="model family of the point")
     s.add_argument("--point", required=True, help="sweep point directory (status.json, model)")
     s.add_argument("--start", required=True, help="start structures (extxyz)")
     s.add_argument("--shard", type=int, required=True)
@@ -470,21 +553,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batched engine: most atoms per model call, 0 = automatic (default: the config schema's)")
     s.set_defaults(func=cmd_relax)
 
-    s = sub.add_parser("gather-relax", help="concatenate relaxation shards in order")
+    s = _stage(sub, "gather-relax", "concatenate relaxation shards in order")
     s.add_argument("--records", nargs="+", required=True)
     s.add_argument("--structures", nargs="+", required=True)
     s.add_argument("--records-out", required=True)
     s.add_argument("--structures-out", required=True)
     s.set_defaults(func=cmd_gather_relax)
 
-    s = sub.add_parser("evaluate", help="energy and area errors of relaxations against DFT")
+    s = _stage(sub, "evaluate", "energy and area errors of relaxations against DFT")
     s.add_argument("--records", required=True)
     s.add_argument("--reference", required=True, help="DFT-relaxed structures (extxyz)")
     s.add_argument("--outdir", required=True)
     s.add_argument("--title", default="")
+    s.add_argument("--train-elements", default=None, help="CSV element, n_train_materials (mlff2d train-elements)")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("baseline", help="errors of the per-element mean-energy, unrelaxed baseline")
+    s = _stage(sub, "baseline", "errors of the per-element mean-energy, unrelaxed baseline")
     s.add_argument("--clean", required=True)
     s.add_argument("--split", required=True)
     s.add_argument("--set", required=True, choices=("val", "test"))
@@ -494,52 +578,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_baseline)
 
     for name, func, what in (("tables", cmd_tables, "thesis tables 4.1 and 4.2"), ("ptables", cmd_ptables, "periodic-table maps")):
-        s = sub.add_parser(name, help=f"{what} from the evaluated sweep points")
+        s = _stage(sub, name, f"{what} from the evaluated sweep points")
         s.add_argument("--points", nargs="*", default=[], help="FAMILY=POINT_DIR for each sweep point")
         s.add_argument("--sets", nargs="+", default=["val", "test"])
         s.add_argument("--baseline", default=None, help="baseline directory (baseline/<set>/summary.json)")
         s.add_argument("--outdir", required=True)
         s.set_defaults(func=func)
 
-    s = sub.add_parser("structure-map", help="SOAP vectors, PCA on train, nearest-training distances and the map of a split")
-    s.add_argument("--clean", required=True)
-    s.add_argument("--split", required=True)
-    s.add_argument("--outdir", required=True)
+    s = _stage(sub, "structure-map", "SOAP vectors, PCA on train, nearest-training distances and the map of a split")
+    s.add_argument("--clean", required=True, help="clean frame store of the dataset")
+    s.add_argument("--split", required=True, help="split CSV (material_id, split)")
+    s.add_argument("--outdir", required=True, help="structure-map directory (soap.npy, pca.npz, structures.csv, map.png/pdf)")
     s.add_argument("--r-cut", type=float, required=True, help="SOAP cutoff (Å)")
-    s.add_argument("--n-max", type=int, required=True)
-    s.add_argument("--l-max", type=int, required=True)
+    s.add_argument("--n-max", type=int, required=True, help="SOAP radial basis functions")
+    s.add_argument("--l-max", type=int, required=True, help="SOAP maximum angular degree")
     s.add_argument("--sigma", type=float, required=True, help="Gaussian width (Å)")
     s.add_argument("--chunk", type=int, required=True, help="structures per block (bounds the memory)")
     s.set_defaults(func=cmd_structure_map)
 
-    s = sub.add_parser("novelty", help="one model's relaxation energy error against SOAP distance to training")
+    s = _stage(sub, "novelty", "one model's relaxation energy error against SOAP distance to training")
     s.add_argument("--structures", required=True, help="structures.csv of the model's dataset and split")
     s.add_argument("--errors", required=True, help="errors.csv of the model's evaluation")
-    s.add_argument("--set", required=True)
-    s.add_argument("--outdir", required=True)
-    s.add_argument("--title", default="")
+    s.add_argument("--set", required=True, help="the relaxed set (val or test)")
+    s.add_argument("--outdir", required=True, help="where novelty.csv/json/png/pdf and error_map.png/pdf go")
+    s.add_argument("--title", default="", help="figure title")
     s.set_defaults(func=cmd_novelty)
 
-    s = sub.add_parser("novelty-table", help="gather novelty.json files into one CSV")
+    s = _stage(sub, "novelty-table", "gather novelty.json files into one CSV")
     s.add_argument("--summaries", nargs="+", required=True, help="MODEL=PATH of each novelty.json")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="output CSV")
     s.set_defaults(func=cmd_novelty_table)
 
-    s = sub.add_parser("repeat-table", help="mean ± std over split repeats, best only where the gap beats the spread")
+    s = _stage(sub, "repeat-table", "mean ± std over split repeats, best only where the gap beats the spread")
     s.add_argument("--models", nargs="+", required=True, help="ROW::COLUMN=DIR, one per model and repeat")
-    s.add_argument("--sets", nargs="+", default=["val", "test"])
+    s.add_argument("--sets", nargs="+", default=["val", "test"], help="relaxed sets, in table order")
     s.add_argument("--out", required=True, help="output stem (writes .csv, .md, .tex)")
-    s.add_argument("--caption", default="Relaxation MAE, mean ± std over split repeats")
+    s.add_argument("--caption", default="Relaxation MAE, mean ± std over split repeats", help="table caption")
     s.add_argument("--column-title", default="", help="prefix of the column headers, e.g. 'Cutoff ='")
     s.set_defaults(func=cmd_repeat_table)
 
-    s = sub.add_parser("train-alloy", help="train one alloy model, normal or transfer (thesis 4.3)")
-    s.add_argument("--family", required=True, choices=("m3gnet", "mace"))
+    s = _stage(sub, "train-alloy", "train one alloy model, normal or transfer (thesis 4.3)")
+    s.add_argument("--family", required=True, choices=_families(), help="model family")
     s.add_argument("--data", required=True, help="export directory with train/val files")
     s.add_argument("--outdir", required=True, help="the alloy model's directory")
-    s.add_argument("--mode", required=True, choices=("normal", "transfer"))
-    s.add_argument("--lr", type=float, required=True)
-    s.add_argument("--batch-size", type=int, required=True)
+    s.add_argument("--mode", required=True, choices=("normal", "transfer"), help="normal: from scratch; transfer: fine-tune a universal model")
+    s.add_argument("--lr", type=float, required=True, help="learning rate")
+    s.add_argument("--batch-size", type=int, required=True, help="structures per batch (per device)")
     s.add_argument("--params", default="{}", help="JSON object of settings overriding the family's defaults")
     s.add_argument("--freeze-blocks", type=int, default=0, help="transfer: freeze the first N interaction blocks")
     s.add_argument("--universal", nargs="*", default=[], help="transfer: the family's universal sweep point directories")
@@ -549,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, default=0, help="GPUs for data-parallel training (0: one device)")
     s.set_defaults(func=cmd_train_alloy)
 
-    s = sub.add_parser("subset-export", help="an export with a nested subset of its training materials")
+    s = _stage(sub, "subset-export", "an export with a nested subset of its training materials")
     s.add_argument("--export", required=True, help="export directory")
     s.add_argument("--family", required=True, choices=("m3gnet", "mace", "nequip"))
     s.add_argument("--fraction", type=float, required=True, help="fraction of the training materials, (0, 1]")
@@ -557,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_subset_export)
 
-    s = sub.add_parser("alloy-report", help="alloy tables 4.3-4.7, learning curves and figures")
+    s = _stage(sub, "alloy-report", "alloy tables 4.3-4.7, learning curves and figures")
     s.add_argument("--models", nargs="*", default=[], help="alloy model directories (learning-curve ones included)")
     s.add_argument("--sets", nargs="+", default=["val", "test"])
     s.add_argument("--splits", nargs="+", required=True, help="alloy split names")
@@ -569,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figures", required=True, help="output directory of the figures")
     s.set_defaults(func=cmd_alloy_report)
 
-    s = sub.add_parser("diagnostics", help="warn about models that do not beat the baseline, do not move or did not learn")
+    s = _stage(sub, "diagnostics", "warn about models that do not beat the baseline, do not move or did not learn")
     s.add_argument("--models", nargs="*", default=[], help="MODEL_DIR=BASELINE_DIR pairs (BASELINE_DIR/<set>/summary.json)")
     s.add_argument("--sets", nargs="+", default=["val", "test"], help="relaxed sets to check")
     s.add_argument("--root", default=None, help="models are labelled by their path below this directory")
@@ -577,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", required=True, help="diagnostics.csv to write")
     s.set_defaults(func=cmd_diagnostics)
 
-    s = sub.add_parser("demo-data", help="generate the demo dataset with CHGNet (needs the 'demo' extra)")
+    s = _stage(sub, "demo-data", "generate the demo dataset with CHGNet (needs the 'demo' extra)")
     s.add_argument("--outdir", required=True)
     s.add_argument("--n-2d", type=int, default=None, help="first N 2D prototypes (default: all)")
     s.add_argument("--alloys", nargs="*", default=None, help="alloys to enumerate (default: all six)")
@@ -586,42 +670,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="relaxations run in parallel")
     s.set_defaults(func=cmd_demo_data)
 
-    s = sub.add_parser("synthetic-alexandria", help="write synthetic Alexandria-format files")
+    s = _stage(sub, "synthetic-alexandria", "write synthetic Alexandria-format files")
     s.add_argument("--outdir", required=True)
-    s.add_argument("--materials", type=int, default=100)
-    s.add_argument("--steps", type=int, default=30)
-    s.add_argument("--per-file", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-compress", action="store_true")
+    s.add_argument("--materials", type=int, default=100, help="number of materials (default 100)")
+    s.add_argument("--steps", type=int, default=30, help="relaxation steps per material (default 30)")
+    s.add_argument("--per-file", type=int, default=1000, help="materials per file (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--no-compress", action="store_true", help="write .json instead of .json.bz2")
     s.set_defaults(func=cmd_synthetic)
 
-    s = sub.add_parser("formation-energies", help="alloy formation energies per site and per atom (thesis 4.4)")
+    s = _stage(sub, "formation-energies", "alloy formation energies per site and per atom (thesis 4.4)")
     s.add_argument("--alloy", required=True, help="alloy dataset name, e.g. MoWS2 (metal order = name order)")
     s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
     s.add_argument("--out", required=True, help="output formation_energies.csv")
     s.add_argument("--end-members", required=True, help="output end_members.json")
     s.add_argument("--table", default=None, help="read formation energies from this CSV instead")
-    s.add_argument("--id-column", default="material_id")
-    s.add_argument("--energy-column", default="formation_energy_per_site_eV")
-    s.add_argument("--unit", default="eV/site", choices=("eV/site", "eV/atom", "meV/atom"))
+    s.add_argument("--id-column", default="material_id", help="--table: column of the material ids")
+    s.add_argument("--energy-column", default="formation_energy_per_site_eV", help="--table: column of the formation energies")
+    s.add_argument("--unit", default="eV/site", choices=("eV/site", "eV/atom", "meV/atom"), help="--table: unit of that column")
     s.add_argument("--external-ce-column", default=None, help="external cluster-expansion prediction (same unit)")
     s.add_argument("--alloy-column", default=None, help="keep only rows whose value here is the alloy name")
     s.set_defaults(func=cmd_formation_energies)
 
-    s = sub.add_parser("cluster-expansion", help="icet cluster expansion fitted on the training split only")
+    s = _stage(sub, "cluster-expansion", "icet cluster expansion fitted on the training split only")
     s.add_argument("--formation", required=True, help="formation_energies.csv")
     s.add_argument("--relax-sets", required=True, help="directory with {train,val,test}_reference.extxyz")
     s.add_argument("--outdir", required=True)
-    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototype, ...")
+    s.add_argument("--settings", default="{}", help="JSON: cutoff_candidates, fit_method, cv_folds, prototypes (per alloy), ...")
     s.set_defaults(func=cmd_cluster_expansion)
 
-    s = sub.add_parser("formation-baseline", help="formation energy from the alloy fraction alone")
+    s = _stage(sub, "formation-baseline", "formation energy from the alloy fraction alone")
     s.add_argument("--formation", required=True)
     s.add_argument("--outdir", required=True)
     s.add_argument("--order", type=int, default=1, help="Redlich-Kister order")
     s.set_defaults(func=cmd_formation_baseline)
 
-    s = sub.add_parser("formation-nequip", help="energy-only NequIP on relaxed structures (nequip environment)")
+    s = _stage(sub, "formation-nequip", "energy-only NequIP on relaxed structures (nequip environment)")
     s.add_argument("--formation", required=True)
     for name in ("train", "val", "test"):
         s.add_argument(f"--{name}", required=True, help=f"{name} structures (extxyz)")
@@ -629,15 +713,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default="{}", help="JSON of settings overriding mlff2d.nequip_model.DEFAULTS")
     s.set_defaults(func=cmd_formation_nequip)
 
-    s = sub.add_parser("formation-report", help="tables 4.8, 4.9 and figures 4.10, 4.11")
+    s = _stage(sub, "formation-report", "tables 4.8, 4.9 and figures 4.10, 4.11")
     s.add_argument("--alloys", nargs="+", required=True, help="ALLOY=DIR (results/<c>/formation/<alloy>/split~<s>)")
     s.add_argument("--split", default="")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_formation_report)
 
-    s = sub.add_parser("check-config", help="validate a config file and print it with defaults")
-    s.add_argument("configfile")
+    s = _stage(sub, "check-config", "validate a config file, check its input paths, print it with every default")
+    s.add_argument("configfile", help="the campaign's config file (YAML)")
+    s.add_argument("--quiet", action="store_true", help="print only the verdict, not the filled-in config")
     s.set_defaults(func=cmd_check_config)
+
+    s = _stage(sub, "slurm-profile", "write the Snakemake profile for this SLURM cluster "
+                       "(partitions from sinfo, account from sacctmgr), for `snakemake --profile slurm`")
+    s.add_argument("--name", default="slurm", help="profile name (default slurm); never overwrites one without --force")
+    s.add_argument("--cpu-partition", help="partition of the CPU jobs (default: the cluster's default partition)")
+    s.add_argument("--gpu-partition", help="partition of the trainings (default: the one with GPUs and the longest time limit)")
+    s.add_argument("--account", help="account to charge, or 'none' (default: from sacctmgr; none without accounting)")
+    s.add_argument("--force", action="store_true", help="replace an existing profile of that name")
+    s.set_defaults(func=cmd_slurm_profile)
+    _document(p)
     return p
 
 
@@ -648,10 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlff2d.config import ConfigError
     from mlff2d.ingest import IngestError
+    from mlff2d.slurm_profile import ProfileError
 
     try:
         args.func(args)
-    except (IngestError, ConfigError) as exc:
+    except (IngestError, ConfigError, ProfileError) as exc:
         print(f"mlff2d {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,10 +1,17 @@
 """Cluster expansion of alloy formation energies with icet, with an honest holdout (thesis 4.4).
 
-The lattice is the MX2 monolayer: the primitive 1H (or 1T) cell with one metal site, the two
-metals of the alloy on it and the anion (S, Se, Te) fixed. Every DFT-relaxed structure is
+The lattice is the MX2 monolayer: the primitive 1H or 1T cell with one metal site, the two
+metals of the alloy on it and the anion (S, Se, Te) fixed. Which prototype an alloy has is read
+from its DFT-relaxed end members (:func:`coordination_prototype`: trigonal-prismatic anion
+coordination of the metal is 1H, octahedral is 1T; e.g. MoS2 is 1H, TiS2 1T), or taken from the
+per-alloy setting ``prototypes`` (``formation.ce.prototypes``). Every DFT-relaxed structure is
 mapped onto its ideal supercell (``icet.tools.map_structure_to_reference`` with the anion as
 inert species; the slab is mapped with pbc ``[True, True, False]``, then given full pbc for the
-cluster space, whose cell has enough vacuum that no cluster reaches the next layer).
+cluster space, whose cell has enough vacuum that no cluster reaches the next layer). A
+structure *fails to map* when the mapping raises or when its atoms lie far from the lattice
+sites (icet's :data:`FAILED_MAPPING_WARNINGS`, e.g. a 1T structure on a 1H lattice): it gets no
+prediction, and is counted per set (``n_unmapped`` in ``summary.json``, tables 4.9 and the
+formation summary), never silently dropped.
 
 The expansion is of the formation energy **per metal site** (icet's cluster vectors are per
 primitive cell, one metal site). The cutoffs are chosen from ``cutoff_candidates`` by k-fold
@@ -29,7 +36,7 @@ import pandas as pd
 from ase import Atoms
 from ase.build import mx2
 
-from mlff2d.formation import ANIONS, alloy_metals, error_stats, metal_sites, read_formation_energies
+from mlff2d.formation import ANIONS, alloy_metals, end_members, error_stats, metal_sites, read_formation_energies
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +45,101 @@ DEFAULTS: dict[str, Any] = {
     "cutoff_candidates": [[5.0], [7.0], [7.0, 5.0], [9.0, 6.5]],
     "fit_method": "ardr",
     "cv_folds": 5,
-    "prototype": "1H",
+    "prototypes": {},
     "vacuum": 20.0,
     "seed": 42,
 }
 
 
+#: The MX2 prototypes: 1H = trigonal-prismatic, 1T = octahedral anion coordination of the metal.
+PROTOTYPES = ("1H", "1T")
+#: icet mapping warnings that mean a structure's atoms are far from the lattice sites.
+FAILED_MAPPING_WARNINGS = ("large_maximum_relaxation_distance", "large_average_relaxation_distance")
+#: Below this stagger ratio (see :func:`coordination_prototype`) the coordination is 1H.
+STAGGER_1H_MAX = 0.5
+
+
+class MappingError(ValueError):
+    """A structure that does not sit on the cluster-expansion lattice."""
+
+
 # ------------------------------------------------------------------------------------- lattice
+
+
+def stagger_ratio(atoms: Atoms) -> float:
+    """How far the upper anion triangle of each metal is rotated against the lower one.
+
+    For each metal site, its six nearest anions (in-plane periodic images included) are split into the three above
+    and the three below the metal; the in-plane distance from each upper anion to the nearest
+    lower one is divided by the mean in-plane metal-anion distance. The mean over the metals is
+    ~0 for a trigonal prism (1H: the anions are stacked) and ~1 for an octahedron (1T: rotated
+    by 60°).
+
+    Raises:
+        ValueError: a metal without three anions above and three below it.
+    """
+    symbols = atoms.get_chemical_symbols()
+    anions = [i for i, s in enumerate(symbols) if s in ANIONS]
+    metals = [i for i, s in enumerate(symbols) if s not in ANIONS]
+    if not metals or not anions:
+        raise ValueError(f"{atoms.info.get('material_id')!r} is not an MX2 layer ({atoms.get_chemical_formula()})")
+    ratios = []
+    for m in metals:
+        vectors = _six_nearest(atoms, m, anions)
+        upper, lower = vectors[vectors[:, 2] > 0], vectors[vectors[:, 2] <= 0]
+        if len(upper) != 3 or len(lower) != 3:
+            raise ValueError(f"{atoms.info.get('material_id')!r}: metal {m} has not three anions above and three below it")
+        gaps = np.linalg.norm(upper[:, None, :2] - lower[None, :, :2], axis=2).min(axis=1)
+        ratios.append(float(gaps.mean() / np.linalg.norm(vectors[:, :2], axis=1).mean()))
+    return float(np.mean(ratios))
+
+
+def _six_nearest(atoms: Atoms, metal: int, anions: Sequence[int]) -> np.ndarray:
+    """Vectors (Å) from a metal to its six nearest anion images, in-plane images included."""
+    images = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    shifts = np.array([i * atoms.cell[0] + j * atoms.cell[1] for i, j in images])
+    vectors = (atoms.positions[anions][None, :, :] + shifts[:, None, :] - atoms.positions[metal]).reshape(-1, 3)
+    vectors[:, 2] -= float(atoms.cell[2, 2] or 1.0) * np.round(vectors[:, 2] / float(atoms.cell[2, 2] or 1.0))
+    return vectors[np.argsort(np.linalg.norm(vectors, axis=1))[:6]]
+
+
+def coordination_prototype(atoms: Atoms) -> str:
+    """``"1H"`` (trigonal-prismatic) or ``"1T"`` (octahedral) from :func:`stagger_ratio`."""
+    return "1H" if stagger_ratio(atoms) < STAGGER_1H_MAX else "1T"
+
+
+def _prototype_or_none(atoms: Atoms) -> str | None:
+    try:
+        return coordination_prototype(atoms)
+    except ValueError:
+        return None
+
+
+def alloy_prototype(structures: Sequence[Atoms], metals: tuple[str, str], fallback: Sequence[Atoms] = ()) -> tuple[str, str]:
+    """The prototype of an alloy's lattice and how it was found.
+
+    From the alloy's DFT-relaxed end members (:func:`mlff2d.formation.end_members`) when both
+    exist and agree; otherwise the majority over ``fallback`` (the training structures), with
+    the reason in the returned text.
+    """
+    by_member: dict[str, str] = {}
+    try:
+        for metal, member in end_members(structures, metals).items():
+            atoms = next(a for a in structures if str(a.info["material_id"]) == member["material_id"])
+            by_member[metal] = coordination_prototype(atoms)
+    except ValueError as exc:
+        reason = f"no end members ({exc})"
+    else:
+        found = set(by_member.values())
+        if len(found) == 1:
+            return found.pop(), "end members " + ", ".join(f"{m}: {p}" for m, p in by_member.items())
+        reason = "end members disagree (" + ", ".join(f"{m}: {p}" for m, p in by_member.items()) + ")"
+    votes = [_prototype_or_none(a) for a in fallback]
+    votes = [v for v in votes if v is not None]
+    if not votes:
+        raise ValueError(f"cannot tell the MX2 prototype: {reason}, and no training structures; set formation.ce.prototypes")
+    chosen = max(PROTOTYPES, key=votes.count)
+    return chosen, f"{reason}: majority of {len(votes)} training structures ({votes.count(chosen)} {chosen})"
 
 
 def lattice_parameter(structures: Sequence[Atoms]) -> float:
@@ -85,12 +180,20 @@ def primitive_structure(metal: str, anion: str, a: float, thickness: float, prot
 
 
 def map_to_lattice(atoms: Atoms, primitive: Atoms) -> Atoms:
-    """The ideal supercell of ``primitive`` occupied as ``atoms`` (full pbc)."""
+    """The ideal supercell of ``primitive`` occupied as ``atoms`` (full pbc).
+
+    Raises:
+        MappingError: the atoms lie far from the sites (:data:`FAILED_MAPPING_WARNINGS`).
+        ValueError: icet finds no mapping at all.
+    """
     anions = sorted({s for s in primitive.get_chemical_symbols() if s in ANIONS})
     slab = atoms.copy()
     slab.calc = None
     slab.pbc = [True, True, False]
-    mapped, _ = map_structure_to_reference(slab, primitive, inert_species=anions, suppress_warnings=True)
+    mapped, info = map_structure_to_reference(slab, primitive, inert_species=anions, suppress_warnings=True)
+    far = [w for w in info.warnings if w in FAILED_MAPPING_WARNINGS]
+    if far:
+        raise MappingError(f"atoms far from the lattice sites (drmax {info.drmax:.2f} Å, dravg {info.dravg:.2f} Å): {', '.join(far)}")
     ideal = Atoms(mapped.get_chemical_symbols(), positions=mapped.positions, cell=mapped.cell, pbc=True)
     return ideal
 
@@ -208,7 +311,12 @@ def run_cluster_expansion(
         raise ValueError(f"{alloy}: the MX2 lattice needs one anion species, found {anions}")
     # the ideal lattice from the training structures only: nothing of val/test shapes the expansion
     used = [structures[m] for m in table.loc[table["set"] == "train", "material_id"]]
-    prim = primitive_structure(metals[0], anions[0], lattice_parameter(used), layer_thickness(used), s["prototype"], s["vacuum"])
+    if alloy in s["prototypes"]:
+        prototype, prototype_source = s["prototypes"][alloy], "config formation.ce.prototypes"
+    else:
+        prototype, prototype_source = alloy_prototype(list(structures.values()), metals, used)
+    log.info("%s: %s lattice (%s)", alloy, prototype, prototype_source)
+    prim = primitive_structure(metals[0], anions[0], lattice_parameter(used), layer_thickness(used), prototype, s["vacuum"])
 
     mapped: dict[str, Atoms] = {}
     failures: dict[str, str] = {}
@@ -220,6 +328,10 @@ def run_cluster_expansion(
             log.warning("%s: %s", mid, failures[mid])
 
     train = table[(table["set"] == "train") & table["material_id"].isin(mapped)]
+    if len(train) < 2:
+        n = int((table["set"] == "train").sum())
+        raise ValueError(f"{alloy}: {len(train)} of {n} training structures map onto the {prototype} lattice "
+                         f"({prototype_source}); set formation.ce.prototypes if that is the wrong one")
     ce, cv = select_and_fit(prim, metals, [mapped[m] for m in train["material_id"]],
                             train["formation_energy_per_site_eV"].to_numpy(float), s["cutoff_candidates"],
                             s["fit_method"], s["cv_folds"], s["seed"])
@@ -240,9 +352,12 @@ def run_cluster_expansion(
         "cv_folds": s["cv_folds"],
         "cv_rmse_meV_per_site": ce.metadata["cv_rmse_meV_per_site"],
         "n_parameters": int(len(ce.parameters)),
+        "prototype": prototype,
+        "prototype_source": prototype_source,
         "lattice_parameter": float(prim.cell[0, 0]),
         "train_ids": train["material_id"].tolist(),
         "mapping_failures": failures,
+        "n_unmapped": {k: int(((pred["set"] == k) & (pred["failure"] != "")).sum()) for k in sets},
         "sets": {},
     }
     for set_name in sets:

@@ -45,7 +45,35 @@ def _describe(error: jsonschema.ValidationError) -> str:
         extra = sorted(k for k in error.instance if k not in known)
         keys = ", ".join(repr(f"{where}.{k}" if where else k) for k in extra)
         return f"unknown config key {keys}" + (f"; allowed here: {sorted(known)}" if known else "")
-    return f"config key {where or '<top level>'!r}: {error.message}"
+    hint = ""
+    if error.validator == "type" and isinstance(error.instance, str) and _looks_like_float(error.instance):
+        mantissa, _, exponent = error.instance.lower().partition("e")
+        hint = f" (YAML reads a number without a decimal point as text: write {float(mantissa):.1f}e{int(exponent)})"
+    return f"config key {where or '<top level>'!r}: {error.message}{hint}"
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return "e" in text.lower()
+
+
+def missing_sources(config: Mapping[str, Any], root: str | Path = ".") -> list[str]:
+    """One message per input path (``data.sources`` and every alloy dataset's) that matches no
+    file, naming the key; relative paths are read from ``root`` (Snakemake's working directory)."""
+    import glob
+
+    keyed = [(f"data.sources.{i}.path", src["path"]) for i, src in enumerate(config["data"]["sources"])]
+    keyed += [(f"alloys.datasets.{j}.sources.{i}.path", src["path"])
+              for j, d in enumerate(config["alloys"]["datasets"]) for i, src in enumerate(d["sources"])]
+    messages = []
+    for key, pattern in keyed:
+        path = Path(pattern) if Path(pattern).is_absolute() else Path(root) / pattern
+        if not glob.glob(str(path)):
+            messages.append(f"config key {key!r}: {pattern!r} matches no file (looked in {Path(root).resolve()})")
+    return messages
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:

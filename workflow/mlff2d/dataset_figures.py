@@ -5,7 +5,12 @@ Every figure is written as PNG and PDF by :func:`mlff2d.ptable.save_figure`:
 * ``elements`` and ``elements_ptable``: number of materials containing each element;
 * ``spacegroups``: the most common space groups of the last frame of each material;
 * ``distributions``: energy per atom, force components and in-plane stress (GPa);
-* ``selected_steps_per_element``: mean selected steps per material, per element and e_cut.
+* ``selected_steps_per_element``: mean selected steps per material, per element and e_cut;
+* :func:`energy_overlay_figure` (alloys, thesis fig. 6.13): energy per atom of each alloy
+  dataset on shared bins, and all combined.
+
+:func:`training_element_counts` counts the training materials containing each element (the
+class balance, beside the per-element relaxation errors of :mod:`mlff2d.evaluation`).
 
 ``dataset_summary.csv`` gives, per e_cut label, the number of materials with a selected frame,
 the number of selected frames and their mean per material. The store is streamed one row
@@ -25,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import spglib
+from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from matplotlib.figure import Figure
 
@@ -78,6 +84,21 @@ def _spacegroup(cell: np.ndarray, frac: np.ndarray, numbers: list[int], symprec:
         except spglib.SpglibError:  # raised instead of returning None in spglib's new mode
             data = None
     return (data.number, data.international) if data is not None else (pd.NA, None)
+
+
+def atoms_spacegroup(atoms: Atoms, symprec: float = SYMPREC) -> tuple[Any, Any]:
+    """(number, international symbol) of a structure, or (<NA>, None) when spglib fails."""
+    return _spacegroup(atoms.cell.array, atoms.get_scaled_positions(wrap=False), list(atoms.numbers), symprec)
+
+
+def training_element_counts(clean: Path, split_csv: Path) -> pd.DataFrame:
+    """Per element, the training materials containing it (``n_train_materials``, split column
+    ``split == "train"``), most common first: the class balance the models learn from."""
+    split = pd.read_csv(split_csv, dtype={"material_id": str})
+    train = set(split.loc[split["split"] == "train", "material_id"])
+    elements = material_elements(clean)
+    counts = _count_elements(elements[elements.index.isin(train)])
+    return counts.rename("n_train_materials").reset_index()
 
 
 def spacegroups(clean: Path, symprec: float = SYMPREC) -> pd.DataFrame:
@@ -216,6 +237,31 @@ def _selected_figure(per_element: pd.DataFrame) -> Figure:
     if n_lab:
         ax.legend()
     return fig
+
+
+def energies_per_atom(clean: Path) -> np.ndarray:
+    """Energy per atom (eV/atom) of every finite frame of a clean store."""
+    table = pq.read_table(clean, columns=["n_atoms", "energy"])
+    energy = table.column("energy").to_numpy() / table.column("n_atoms").to_numpy()
+    return energy[np.isfinite(energy)]
+
+
+def energy_overlay_figure(cleans: Mapping[str, Path], stem: Path) -> list[Path]:
+    """Thesis fig. 6.13: (a) energy per atom of every frame, one step histogram per alloy on
+    shared bins; (b) all alloys combined. Writes ``stem.{png,pdf}``."""
+    energies = {name: energies_per_atom(Path(path)) for name, path in cleans.items()}
+    values = [e for e in energies.values() if e.size]
+    edges = np.histogram_bin_edges(np.concatenate(values), bins=60) if values else np.linspace(-1, 0, 61)
+    fig = Figure(figsize=(13, 4.5), layout="constrained")
+    ax_a, ax_b = fig.subplots(1, 2)
+    for name, e in energies.items():
+        ax_a.hist(e, bins=edges, histtype="step", lw=1.5, label=f"{name} ({e.size} frames)")
+    ax_a.set(xlabel="energy per atom (eV/atom)", ylabel="frames", title="(a) per alloy")
+    if energies:
+        ax_a.legend(fontsize=8)
+    ax_b.hist(np.concatenate(values) if values else [], bins=edges, color="C0")
+    ax_b.set(xlabel="energy per atom (eV/atom)", ylabel="frames", title=f"(b) all alloys ({sum(v.size for v in values)} frames)")
+    return save_figure(fig, Path(stem))
 
 
 def make_dataset_figures(clean: Path, selected: Mapping[str, Path], outdir: Path) -> list[Path]:

@@ -273,13 +273,19 @@ def summarize(errors: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def per_element(errors: pd.DataFrame) -> pd.DataFrame:
+def per_element(errors: pd.DataFrame, train_counts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Energy and area MAE per element (a structure counts once for each distinct element).
+
+    Args:
+        train_counts: element, n_train_materials (the training materials containing each
+            element, :func:`mlff2d.dataset_figures.training_element_counts`); adds the column
+            ``n_train_materials`` (0 for an element no training material has).
 
     Returns:
         element, n (evaluated structures containing it), n_failed (not evaluated),
-        energy_mae_meV (meV/atom), area_mae (Å²/atom), sorted by atomic number. Elements
-        seen only in failed structures have n = 0 and NaN MAEs.
+        energy_mae_meV (meV/atom), area_mae (Å²/atom), sorted by atomic number, and
+        n_train_materials when ``train_counts`` is given. Elements seen only in failed
+        structures have n = 0 and NaN MAEs.
     """
     frame = pd.DataFrame(
         {
@@ -297,22 +303,68 @@ def per_element(errors: pd.DataFrame) -> pd.DataFrame:
     result["n_failed"] = result["element"].map(frame[~frame["evaluated"]].groupby("element").size()).fillna(0).astype(int)
     result["energy_mae_meV"] = result["element"].map(grouped["energy_abs"].mean()).astype(float)
     result["area_mae"] = result["element"].map(grouped["area_abs"].mean()).astype(float)
+    if train_counts is not None:
+        counts = train_counts.set_index("element")["n_train_materials"]
+        result["n_train_materials"] = result["element"].map(counts).fillna(0).astype(int)
     return result
 
 
-def evaluate_run(records: pd.DataFrame | str | Path, reference_file: str | Path, outdir: str | Path, title: str) -> dict[str, Any]:
-    """Write ``errors.csv``, ``per_element.csv``, ``summary.json``, ``parity.{png,pdf}`` and
-    ``element_maps.{png,pdf}`` of one relaxation run into ``outdir``; returns the summary."""
+def spacegroup_errors(errors: pd.DataFrame, reference_file: str | Path) -> pd.DataFrame:
+    """Energy and area MAE per space group of the DFT-relaxed reference (thesis fig. 6.6).
+
+    Returns:
+        spacegroup (number, <NA> when spglib fails), symbol, n (evaluated structures),
+        n_failed, energy_mae_meV (meV/atom), area_mae (Å²/atom); largest energy MAE first.
+    """
+    from mlff2d.dataset_figures import atoms_spacegroup
+
+    groups = {str(a.info["material_id"]): atoms_spacegroup(a) for a in ase.io.read(reference_file, index=":")}
+    frame = errors[["material_id", "evaluated", "energy_error_meV", "area_error"]].copy()
+    frame["spacegroup"] = pd.array([groups[m][0] for m in frame["material_id"]], dtype="Int64")
+    frame["symbol"] = [groups[m][1] or "unknown" for m in frame["material_id"]]
+    ev = frame[frame["evaluated"].astype(bool)]
+    keys = ["spacegroup", "symbol"]
+    out = frame.groupby(keys, dropna=False).size().rename("n_all").reset_index()
+    stats = ev.groupby(keys, dropna=False).agg(n=("evaluated", "size"), energy_mae_meV=("energy_error_meV", lambda e: e.abs().mean()),
+                                               area_mae=("area_error", lambda e: e.abs().mean())).reset_index()
+    out = out.merge(stats, on=keys, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
+    out["n_failed"] = out["n_all"] - out["n"]
+    out = out.drop(columns="n_all").sort_values(["energy_mae_meV", "spacegroup"], ascending=[False, True], na_position="last")
+    return out[["spacegroup", "symbol", "n", "n_failed", "energy_mae_meV", "area_mae"]].reset_index(drop=True)
+
+
+def write_evaluation(
+    errors: pd.DataFrame,
+    outdir: str | Path,
+    title: str,
+    reference_file: str | Path | None = None,
+    train_counts: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Write one relaxation run's evaluation into ``outdir``; returns the summary.
+
+    Always: ``errors.csv``, ``per_element.csv``, ``summary.json``, ``parity`` and ``elements``
+    (PNG + PDF). With ``reference_file`` (a model's run, not the baseline) also
+    ``error_distributions`` (figs. 6.15-6.24), ``spacegroups.csv`` and ``spacegroup_mae``
+    (fig. 6.6); with ``train_counts`` per_element.csv gets ``n_train_materials`` and
+    ``element_frequency`` is drawn (thesis 4.2, class imbalance).
+    """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    errors = relaxation_errors(records, reference_file)
-    elements = per_element(errors)
-    summary = summarize(errors)
     errors.to_csv(outdir / "errors.csv", index=False, lineterminator="\n")
+    summary = summarize(errors)
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    elements = per_element(errors, train_counts)
     elements.to_csv(outdir / "per_element.csv", index=False, lineterminator="\n")
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     parity_plot(errors, outdir / "parity", title)
-    element_maps(elements, outdir / "element_maps", title)
+    element_maps(elements, outdir / "elements", title)
+    if reference_file is not None:
+        error_distribution_plot(errors, outdir / "error_distributions", title)
+        groups = spacegroup_errors(errors, reference_file)
+        groups.to_csv(outdir / "spacegroups.csv", index=False, lineterminator="\n")
+        spacegroup_plot(groups, outdir / "spacegroup_mae", title)
+    if train_counts is not None:
+        element_frequency_plot(elements, outdir / "element_frequency", title)
     return summary
 
 
@@ -444,6 +496,78 @@ def parity_plot(errors: pd.DataFrame, stem: str | Path, title: str) -> list[Path
         ax.legend(loc="lower right", fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}: {len(ev)} of {len(errors)} relaxations evaluated")
+    return save_figure(fig, Path(stem))
+
+
+#: The two error quantities of the distribution figures: (column, label, factor to plot units).
+ERROR_QUANTITIES = (("energy_error_meV", "energy error (meV/atom)", 1.0),
+                    ("area_error", "area error (10$^{-2}$ Å$^2$/atom)", 100.0))
+
+
+def cumulative_share(abs_errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted absolute errors, share of structures with an error at most that large)."""
+    x = np.sort(np.asarray(abs_errors, dtype=float))
+    return x, np.arange(1, x.size + 1) / max(x.size, 1)
+
+
+def error_distribution_plot(errors: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
+    """Histograms of the signed energy and area errors (ML − DFT) and their cumulative curves
+    (share of structures with |error| ≤ x, MAE and median marked), thesis figs. 6.15-6.24."""
+    ev = errors[errors["evaluated"].astype(bool)]
+    fig = Figure(figsize=(11, 8), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for col, (column, label, factor) in enumerate(ERROR_QUANTITIES):
+        err = ev[column].to_numpy(float) * factor
+        hist, cum = axes[0, col], axes[1, col]
+        hist.set(xlabel=f"{label}, ML − DFT", ylabel="structures")
+        cum.set(xlabel=f"|{label}|", ylabel="share of structures", ylim=(0, 1.02))
+        if not err.size:
+            hist.text(0.5, 0.5, "no evaluated relaxation", ha="center", va="center", transform=hist.transAxes)
+            continue
+        hist.hist(err, bins=min(50, max(5, err.size // 3)), color="tab:blue", alpha=0.85)
+        hist.axvline(0.0, color="black", lw=1, ls="--")
+        x, share = cumulative_share(np.abs(err))
+        cum.step(x, share, where="post", color="tab:blue")
+        for value, name, style in ((float(np.mean(x)), "MAE", "--"), (float(np.median(x)), "median", ":")):
+            cum.axvline(value, color="black", lw=1, ls=style, label=f"{name} = {value:.3g}")
+        cum.legend(loc="lower right", fontsize=9)
+        for ax in (hist, cum):
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}: error distributions, {len(ev)} of {len(errors)} relaxations evaluated")
+    return save_figure(fig, Path(stem))
+
+
+def spacegroup_plot(groups: pd.DataFrame, stem: str | Path, title: str, top: int = 30) -> list[Path]:
+    """Energy MAE (meV/atom) per space group, largest first, the number of structures above
+    each bar (thesis fig. 6.6); at most ``top`` groups."""
+    shown = groups[groups["n"] > 0].head(top)
+    fig = Figure(figsize=(max(7.0, 0.35 * len(shown) + 2.0), 4.8), layout="constrained")
+    ax = fig.subplots()
+    labels = [f"{sym} ({'?' if pd.isna(num) else int(num)})" for num, sym in zip(shown["spacegroup"], shown["symbol"])]
+    bars = ax.bar(range(len(shown)), shown["energy_mae_meV"].to_numpy(float), color="tab:blue")
+    ax.bar_label(bars, labels=[f"N={n}" for n in shown["n"]], fontsize=7)
+    ax.set_xticks(range(len(shown)), labels, rotation=90, fontsize=8)
+    ax.set(ylabel=ENERGY_LABEL, title=f"{title}: energy MAE per space group")
+    if shown.empty:
+        ax.text(0.5, 0.5, "no evaluated relaxation", ha="center", va="center", transform=ax.transAxes)
+    return save_figure(fig, Path(stem))
+
+
+def element_frequency_plot(per_element_df: pd.DataFrame, stem: str | Path, title: str) -> list[Path]:
+    """Per-element energy and area MAE against the number of training materials containing
+    the element (log scale), one labelled point per element (thesis 4.2, class imbalance)."""
+    df = per_element_df[per_element_df["n"] > 0]
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    panels = (("energy_mae_meV", ENERGY_LABEL, 1.0), ("area_mae", AREA_LABEL, 100.0))
+    for ax, (column, label, factor) in zip(fig.subplots(1, 2), panels):
+        x = np.maximum(df["n_train_materials"].to_numpy(float), 0.8)  # 0: drawn at the left edge
+        y = df[column].to_numpy(float) * factor
+        ax.scatter(x, y, s=18, color="tab:blue")
+        for xi, yi, el in zip(x, y, df["element"]):
+            ax.annotate(el, (xi, yi), xytext=(3, 2), textcoords="offset points", fontsize=7)
+        ax.set(xscale="log", xlabel="training materials containing the element", ylabel=label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}: per-element MAE against training frequency")
     return save_figure(fig, Path(stem))
 
 

@@ -1,4 +1,4 @@
-"""Tables 4.8 and 4.9 and figures 4.10 and 4.11 of the formation-energy study (thesis 4.4).
+"""Tables 4.8, 4.9 and 6.2 and figures 4.10 and 4.11 of the formation-energy study (thesis 4.4).
 
 One directory per alloy (``results/<c>/formation/<alloy>/split~<s>/``) holds
 ``formation_energies.csv``, ``ce/`` (icet cluster expansion), ``baseline/`` (composition
@@ -11,9 +11,14 @@ structures), each with ``predictions.csv`` (``material_id``, ``set``,
   Val) and model (rows) and alloy (columns); best per set and alloy in bold, second
   underlined (compared at the printed precision, three decimals).
 * Table 4.9 (``table_4_9.*``): MAE and RMSE (meV/atom) of the cluster expansion per alloy and
-  set (train, val, test), the external cluster expansion beside it when one is given. Unlike
-  the thesis's, our expansion is fitted on the training split only.
-* ``formation_summary.csv``: every (alloy, model, set) with n, MAE, RMSE and status.
+  set (train, val, test), the external cluster expansion beside it when one is given, the
+  alloy's CE lattice (1H/1T) and the structures that failed to map onto it (no CE prediction,
+  left out of the CE's MAE). Unlike the thesis's, our expansion is fitted on the training
+  split only.
+* Table 6.2 (``table_6_2.*``): MAE of the formation energy **per cell** (meV/cell) of the NequIP
+  models (DFT-, ML1-, ML2-relaxed inputs) on the validation set, per alloy.
+* ``formation_summary.csv``: every (alloy, model, set) with n, MAE, RMSE (meV/atom), the MAE
+  per cell (meV/cell), status and, for the CE, its lattice and ``n_unmapped``.
 * Figure 4.10 (``formation_distribution.{png,pdf}``): formation energies per atom, one panel per
   alloy and one for all combined, with E_f = 0 marked.
 * Figure 4.11 (``parity_<model>.{png,pdf}``): DFT against predicted formation energy per atom,
@@ -47,6 +52,12 @@ MODELS = (
 )
 LABELS = {k: label for k, label, _ in MODELS}
 TABLE_SETS = ("test", "val")
+#: Table 6.2: the NequIP models on the validation set, MAE per cell.
+TABLE_6_2_MODELS = ("nequip_dft", "nequip_ml1", "nequip_ml2")
+TABLE_6_2_SETS = ("val",)
+#: Column of table 4.9 with the structures that failed to map onto the CE lattice.
+UNMAPPED = "Unmapped"
+SUMMARY_COLUMNS = ["alloy", "model", "label", "set", "status", "n", "mae", "rmse", "mae_cell", "lattice", "n_unmapped"]
 ALL_SETS = ("train", "val", "test")
 DECIMALS = 3
 SET_COLORS = {"train": "#9a9a9a", "val": "tab:blue", "test": "tab:orange"}
@@ -83,23 +94,51 @@ def model_predictions(alloy_dir: str | Path, key: str) -> tuple[str, pd.DataFram
     return "ok", preds
 
 
+def cell_mae_meV(preds: pd.DataFrame, n_atoms: pd.Series) -> float:
+    """MAE of the formation energy per cell (meV/cell) over the finite predictions;
+    ``n_atoms`` maps material_id to the cell's atom count."""
+    atoms = preds["material_id"].map(n_atoms).to_numpy(float)
+    err = (preds["predicted_per_atom_eV"].to_numpy(float) - preds["formation_energy_per_atom_eV"].to_numpy(float)) * atoms
+    err = err[np.isfinite(err)] * 1000.0
+    return float(np.abs(err).mean()) if err.size else float("nan")
+
+
+def ce_lattice(alloy_dir: str | Path) -> str:
+    """The CE lattice prototype (1H/1T) of an alloy from ``ce/summary.json``, DASH when absent."""
+    f = Path(alloy_dir) / "ce" / "summary.json"
+    return str(json.loads(f.read_text()).get("prototype", DASH)) if f.exists() else DASH
+
+
+def _n_unmapped(rows: pd.DataFrame) -> int:
+    """Rows whose structure failed to map onto the CE lattice (non-empty ``failure``)."""
+    return int(rows["failure"].fillna("").astype(str).ne("").sum()) if "failure" in rows else 0
+
+
 def collect(alloys: Sequence[tuple[str, str | Path]]) -> pd.DataFrame:
-    """One row per (alloy, model, set): status, n, mae, rmse (meV/atom)."""
+    """One row per (alloy, model, set): status, n, mae, rmse (meV/atom), mae_cell (meV/cell),
+    and for the CE its lattice and n_unmapped (structures without a CE prediction)."""
     rows = []
     for alloy, d in alloys:
+        f = Path(d) / "formation_energies.csv"
+        n_atoms = read_formation_energies(f).set_index("material_id")["n_atoms"] if f.exists() else pd.Series(dtype=float)
         for key, label, _ in MODELS:
             status, preds = model_predictions(d, key)
             if status == "absent":
                 continue
+            ce = {"lattice": ce_lattice(d)} if key == "ce" else {"lattice": ""}
             for s in ALL_SETS:
-                stats = {"n": 0, "mae": float("nan"), "rmse": float("nan")}
+                stats: dict[str, Any] = {"n": 0, "mae": float("nan"), "rmse": float("nan"), "mae_cell": float("nan")}
+                unmapped: float = float("nan")
                 if preds is not None:
                     rows_s = preds[preds["set"] == s]
                     stats = error_stats(rows_s["predicted_per_atom_eV"], rows_s["formation_energy_per_atom_eV"])
+                    stats["mae_cell"] = cell_mae_meV(rows_s, n_atoms)
+                    unmapped = _n_unmapped(rows_s) if key == "ce" else float("nan")
                 ok = status == "ok" and stats["n"] > 0
                 rows.append({"alloy": alloy, "model": key, "label": label, "set": s,
-                             "status": "ok" if ok else ("failed" if status != "pending" else "pending"), **stats})
-    return pd.DataFrame(rows, columns=["alloy", "model", "label", "set", "status", "n", "mae", "rmse"])
+                             "status": "ok" if ok else ("failed" if status != "pending" else "pending"), **stats,
+                             **ce, "n_unmapped": unmapped})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def _ranks(values: dict[str, float]) -> tuple[set[str], set[str]]:
@@ -112,24 +151,34 @@ def _ranks(values: dict[str, float]) -> tuple[set[str], set[str]]:
     return best, second
 
 
-def table_4_8(summary: pd.DataFrame, alloys: Sequence[str]) -> pd.DataFrame:
-    """Rows set × model, columns alloys (MAE meV/atom, DASH when failed or missing), and for
-    each alloy ``best_<alloy>``/``second_<alloy>`` naming the model key(s)."""
-    models = [k for k, _, _ in MODELS if k in set(summary["model"])]
+def table_4_8(
+    summary: pd.DataFrame,
+    alloys: Sequence[str],
+    value: str = "mae",
+    unit: str = "meV/atom",
+    models: Sequence[str] | None = None,
+    sets: Sequence[str] = TABLE_SETS,
+) -> pd.DataFrame:
+    """Rows set × model, columns alloys (``value`` of the summary, MAE meV/atom by default;
+    DASH when failed or missing), and for each alloy ``best_<alloy>``/``second_<alloy>``
+    naming the model key(s). ``models`` (default: every model in the summary) and ``sets``
+    select the rows (table 6.2: the NequIP models, val, MAE per cell)."""
+    present = set(summary["model"])
+    models = [k for k, _, _ in MODELS if k in present and (models is None or k in models)]
     lookup = {(r.alloy, r.model, r.set): r for r in summary.itertuples(index=False)}
     records = []
     marks: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
-    for s in TABLE_SETS:
+    for s in sets:
         for a in alloys:
-            vals = {m: float(lookup[(a, m, s)].mae) for m in models
+            vals = {m: float(getattr(lookup[(a, m, s)], value)) for m in models
                     if (a, m, s) in lookup and lookup[(a, m, s)].status == "ok"}
             marks[(s, a)] = _ranks(vals)
-    for s in TABLE_SETS:
+    for s in sets:
         for m in models:
-            rec: dict[str, Any] = {"set": s, "model": LABELS[m], "key": m, "unit": "meV/atom"}
+            rec: dict[str, Any] = {"set": s, "model": LABELS[m], "key": m, "unit": unit}
             for a in alloys:
                 r = lookup.get((a, m, s))
-                rec[a] = float(r.mae) if r is not None and r.status == "ok" else DASH
+                rec[a] = float(getattr(r, value)) if r is not None and r.status == "ok" else DASH
             for a in alloys:
                 best, second = marks[(s, a)]
                 rec[f"best_{a}"] = m in best
@@ -139,19 +188,23 @@ def table_4_8(summary: pd.DataFrame, alloys: Sequence[str]) -> pd.DataFrame:
 
 
 def table_4_9(summary: pd.DataFrame, alloys: Sequence[str]) -> pd.DataFrame:
-    """Rows alloy × set (train, val, test): MAE and RMSE (meV/atom) of the icet CE and, when
-    present, of the external CE."""
+    """Rows alloy × set (train, val, test): the CE lattice, MAE and RMSE (meV/atom) of the icet
+    CE and, when present, of the external CE, and the structures that failed to map onto the
+    lattice (``Unmapped``; DASH when the CE did not run)."""
     lookup = {(r.alloy, r.model, r.set): r for r in summary.itertuples(index=False)}
     has_external = bool((summary["model"] == "external_ce").any())
     records = []
     for a in alloys:
         for s in ALL_SETS:
-            rec: dict[str, Any] = {"alloy": a, "set": s}
+            ce = lookup.get((a, "ce", s))
+            rec: dict[str, Any] = {"alloy": a, "set": s, "lattice": ce.lattice if ce is not None else DASH}
             for key, name in (("ce", "CE"),) + ((("external_ce", "external CE"),) if has_external else ()):
                 r = lookup.get((a, key, s))
                 ok = r is not None and r.status == "ok"
                 rec[f"MAE {name} [meV/atom]"] = float(r.mae) if ok else DASH
                 rec[f"RMSE {name} [meV/atom]"] = float(r.rmse) if ok else DASH
+            unmapped = ce.n_unmapped if ce is not None else float("nan")
+            rec[UNMAPPED] = int(unmapped) if pd.notna(unmapped) else DASH
             records.append(rec)
     return pd.DataFrame(records)
 
@@ -170,6 +223,7 @@ def _fmt(value: Any, bold: bool = False, under: bool = False, tex: bool = False)
 
 
 def write_table_4_8(table: pd.DataFrame, alloys: Sequence[str], stem: Path, caption: str) -> list[Path]:
+    """CSV, Markdown and LaTeX of a :func:`table_4_8` frame (tables 4.8 and 6.2)."""
     header = ["Set", "Model", *alloys]
     md_rows, tex_rows, breaks = [], [], set()
     prev = None
@@ -185,8 +239,8 @@ def write_table_4_8(table: pd.DataFrame, alloys: Sequence[str], stem: Path, capt
 
 
 def write_table_4_9(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
-    value_cols = [c for c in table.columns if c not in ("alloy", "set")]
-    header = ["Alloy", "Dataset", *value_cols]
+    value_cols = [c for c in table.columns if c not in ("alloy", "set", "lattice")]
+    header = ["Alloy", "Lattice", "Dataset", *value_cols]
     md_rows, tex_rows, breaks = [], [], set()
     prev = None
     for i, row in table.reset_index(drop=True).iterrows():
@@ -194,9 +248,17 @@ def write_table_4_9(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]
         if prev is not None and row["alloy"] != prev:
             breaks.add(i)
         prev = row["alloy"]
-        md_rows.append([alloy_text, row["set"], *[_fmt(row[c]) for c in value_cols]])
-        tex_rows.append([tex_escape(alloy_text), row["set"], *[_fmt(row[c], tex=True) for c in value_cols]])
-    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, "ll" + "r" * len(value_cols))
+        lattice = str(row["lattice"]) if alloy_text else ""
+        md_rows.append([alloy_text, lattice, row["set"], *[_fmt_cell(row[c], c) for c in value_cols]])
+        tex_rows.append([tex_escape(alloy_text), tex_escape(lattice), row["set"], *[_fmt_cell(row[c], c, tex=True) for c in value_cols]])
+    return write_table_files(stem, table, header, md_rows, tex_rows, breaks, caption, "lll" + "r" * len(value_cols))
+
+
+def _fmt_cell(value: Any, column: str, tex: bool = False) -> str:
+    """A table 4.9 cell: counts as integers, errors at :data:`DECIMALS`."""
+    if column == UNMAPPED and not isinstance(value, str) and pd.notna(value):
+        return str(int(value))
+    return _fmt(value, tex=tex)
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -297,7 +359,7 @@ def curves_figure(alloys: Sequence[tuple[str, str | Path]], stem: Path) -> list[
 
 
 def write_report(alloys: Sequence[tuple[str, str | Path]], outdir: str | Path, split: str = "") -> list[Path]:
-    """Tables 4.8 and 4.9, ``formation_summary.csv`` and the figures into ``outdir``."""
+    """Tables 4.8, 4.9 and 6.2, ``formation_summary.csv`` and the figures into ``outdir``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     names = [a for a, _ in alloys]
@@ -314,8 +376,17 @@ def write_report(alloys: Sequence[tuple[str, str | Path]], outdir: str | Path, s
     written += write_table_4_8(table_4_8(summary, names), names, outdir / "table_4_8", cap8)
     cap9 = ("MAE and RMSE [meV/atom] of the cluster expansion against the DFT formation energies on the train, val "
             "and test keys" + split_text + ". The expansion is fitted on the training split only, so val and test "
-            "are a true holdout (the thesis fitted on all data).")
+            "are a true holdout (the thesis fitted on all data). Lattice: the MX2 prototype of the expansion (1H "
+            "trigonal-prismatic, 1T octahedral), read from the DFT-relaxed end members or set in "
+            "formation.ce.prototypes. Unmapped: structures that do not map onto that lattice; they have no CE "
+            "prediction and are not in its MAE.")
     written += write_table_4_9(table_4_9(summary, names), outdir / "table_4_9", cap9)
+    cap62 = ("MAE of the formation energy per cell [meV/cell] on the validation set" + split_text + " of the "
+             "energy-only NequIP models on DFT-relaxed structures (ML relaxed DFT), on structures relaxed by the "
+             "normally trained MACE alloy model (ML 1) and by the transfer MACE model (ML 2). Best per alloy in bold, "
+             "second underlined; – = failed or not run.")
+    t62 = table_4_8(summary, names, value="mae_cell", unit="meV/cell", models=TABLE_6_2_MODELS, sets=TABLE_6_2_SETS)
+    written += write_table_4_8(t62, names, outdir / "table_6_2", cap62)
 
     energies = {a: read_formation_energies(Path(d) / "formation_energies.csv") for a, d in alloys
                 if (Path(d) / "formation_energies.csv").exists()}

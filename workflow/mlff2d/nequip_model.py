@@ -185,6 +185,8 @@ def hydra_config(data_dir: Path, run_dir: Path, symbols: list[str], test_sets: l
                 {"_target_": "mlff2d.lightning_guard.DivergenceStop", "monitor": "val0_epoch/per_atom_energy_mae",
                  "name": "energy_mae_meV_per_atom", "record": str(run_dir / DIVERGED), "factor": s["divergence_factor"],
                  "scale": 1000.0 / TARGET_SCALE},
+                {"_target_": "mlff2d.lightning_guard.EpochProgress", "monitor": "val0_epoch/per_atom_energy_mae",
+                 "name": "energy_mae_meV_per_atom", "scale": 1000.0 / TARGET_SCALE},
             ],
         },
         "training_module": {
@@ -237,7 +239,8 @@ def nequip_train_command() -> str:
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """Per-epoch validation metrics of the CSV logger: epoch, energy_mae_meV_per_atom,
+    """Per-epoch validation metrics of the CSV logger: epoch (completed epochs, 1-based as in every
+    family's metrics.csv), energy_mae_meV_per_atom,
     energy_rmse_meV_per_atom (validation, per atom), lr."""
     path = run_dir / "csv" / "version_0" / "metrics.csv"
     cols = ["epoch", "energy_mae_meV_per_atom", "train_loss"]
@@ -249,9 +252,9 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     out = pd.DataFrame(columns=cols)
     if mae in raw:
         val = raw[raw[mae].notna()].groupby("epoch")[mae].last() * 1000.0 / TARGET_SCALE
-        out = pd.DataFrame({"epoch": val.index.astype(int), "energy_mae_meV_per_atom": val.to_numpy()})
+        out = pd.DataFrame({"epoch": val.index.astype(int) + 1, "energy_mae_meV_per_atom": val.to_numpy()})  # 1-based
         if loss in raw:
-            out["train_loss"] = out["epoch"].map(raw[raw[loss].notna()].groupby("epoch")[loss].last())
+            out["train_loss"] = (out["epoch"] - 1).map(raw[raw[loss].notna()].groupby("epoch")[loss].last())
     return out
 
 
@@ -345,8 +348,7 @@ def _check_divergence(run_dir: Path, metrics: pd.DataFrame, factor: float | None
     if (run_dir / DIVERGED).exists():
         raise divergence.TrainingDiverged(json.loads((run_dir / DIVERGED).read_text())["reason"])
     column = ("energy_mae_meV_per_atom",)
-    rows = [{**row, "epoch": int(row["epoch"]) + 1} for row in metrics.to_dict("records")]  # Lightning counts from 0
-    reason = divergence.diverged_at(rows, factor, columns=column, growth=column)
+    reason = divergence.diverged_at(metrics.to_dict("records"), factor, columns=column, growth=column)
     if reason:
         raise divergence.TrainingDiverged(reason)
 

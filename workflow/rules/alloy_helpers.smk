@@ -192,4 +192,5 @@ def alloy_targets():
     """Everything the alloy stage produces (part of `rule all`)."""
     if not (alloy_models() or curve_models()):
         return []
-    return [f"{ALLOYS}/tables/index.md"]
+    figures = [f for m in alloy_models() for s in ALLOY_RELAX_SETS for f in evaluation_figures(m, s)]
+    return [f"{ALLOYS}/tables/index.md"] + figures

@@ -154,6 +154,30 @@ def split_file_args(wildcards, input):
     return " ".join(f"{s}={p}" for s, p in zip(DATASETS[wildcards.dataset]["splits"], input.splits))
 
 
+#: Per dataset and split: the training materials containing each element (mlff2d train-elements).
+TRAIN_ELEMENTS = f"{DATA}/{{dataset}}/train_elements/split~{{split}}.csv"
+#: Thesis fig. 6.13a, energy per atom per alloy dataset (stem of .png and .pdf).
+ALLOY_ENERGY_FIGURE = f"{DATA}/alloy_figures/energy_per_atom"
+
+
+def alloy_clean_stores(wildcards):
+    return [f"{DATA}/{a}/clean.parquet" for a in ALLOY_NAMES]
+
+
+def alloy_clean_args(wildcards, input):
+    """ALLOY=PATH arguments of `mlff2d alloy-energy-figure`."""
+    return " ".join(f"{a}={p}" for a, p in zip(ALLOY_NAMES, input))
+
+
+def alloy_figure_targets():
+    """The alloy dataset figures (thesis 6.10-6.13): the dataset figures of the combined alloy
+    dataset (of each alloy when there is none) and the per-alloy energy overlay."""
+    if not ALLOY_NAMES:
+        return []
+    datasets = [COMBINED] if COMBINED in DATASETS else ALLOY_NAMES
+    return [f"{DATA}/{d}/figures" for d in datasets] + [f"{ALLOY_ENERGY_FIGURE}.png"]
+
+
 def uff_training_data(wildcards):
     """The export a sweep point trains on: its family, its e_cut, the universal split (or, for
     a repeated point, its split instance)."""
@@ -285,6 +309,21 @@ def relax_shard_structures(wildcards):
     return relax_shard_paths(wildcards, "extxyz")
 
 
+def model_train_elements(wildcards):
+    """The element counts of the training materials of a model's dataset and split."""
+    _, dataset, split = model_source(wildcards.model)
+    return TRAIN_ELEMENTS.format(dataset=dataset, split=split)
+
+
+#: The figures of one evaluated run beyond parity and element maps (thesis 6.6, 6.15-6.24, 4.2).
+EVALUATION_FIGURES = ("error_distributions", "spacegroup_mae", "element_frequency")
+
+
+def evaluation_figures(model_dir, relax_set):
+    """The PNGs of EVALUATION_FIGURES of one model directory and set."""
+    return [f"{model_dir}/relax/{relax_set}/{name}.png" for name in EVALUATION_FIGURES]
+
+
 def evaluation_title(wildcards):
     """Figure title of one model's evaluation, quoted for the shell."""
     return shlex.quote(f"{wildcards.model.replace('~', ' ')}: {wildcards.relax_set}")
@@ -328,6 +367,7 @@ def relax_targets():
     targets = [f"{RESULTS}/tables/table_4_1.csv", f"{RESULTS}/ptables/index.md"]
     targets += [f"{RESULTS}/baseline/{s}/summary.json" for s in RELAX_SETS]
     targets += [f"{p}/relax/{s}/summary.json" for _, p in evaluated_points() for s in RELAX_SETS]
+    targets += [f for _, p in evaluated_points() for s in RELAX_SETS for f in evaluation_figures(p, s)]
     return targets
 
 
@@ -344,6 +384,7 @@ def data_targets():
     targets += [e for e in consumed_exports() if e not in targets]
     if config["figures"]["enabled"]:
         targets.append(f"{DATA}/{UNIVERSAL}/figures")
+        targets += alloy_figure_targets()
     return targets
 
 

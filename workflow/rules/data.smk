@@ -184,6 +184,42 @@ rule dataset_figures:
         " --outdir {output} > {log} 2>&1"
 
 
+rule train_elements:
+    input:
+        clean=rules.filter_outliers.output.clean,
+        split=rules.split.output,
+    output:
+        TRAIN_ELEMENTS,
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/train_elements/{{dataset}}/{{split}}.log",
+    shell:
+        "mlff2d train-elements --clean {input.clean} --split {input.split} --out {output} > {log} 2>&1"
+
+
+# Thesis fig. 6.13a: the energy per atom of every alloy dataset on shared bins.
+rule alloy_energy_figure:
+    input:
+        alloy_clean_stores,
+    output:
+        png=report(
+            f"{ALLOY_ENERGY_FIGURE}.png",
+            caption="../report/dataset_figures.rst",
+            category="Data",
+            labels={"dataset": "alloys", "figure": "energy per atom per alloy"},
+        ),
+        pdf=f"{ALLOY_ENERGY_FIGURE}.pdf",
+    params:
+        clean=alloy_clean_args,
+    conda:
+        MAIN_ENV
+    log:
+        f"{LOGS}/alloy_energy_figure.log",
+    shell:
+        "mlff2d alloy-energy-figure --clean {params.clean} --out {output.png} > {log} 2>&1"
+
+
 rule data:
     input:
         data_inputs,

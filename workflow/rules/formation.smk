@@ -5,7 +5,7 @@
 #   ce/                                        icet CE: cutoffs by CV on the training split, fit on it
 #   baseline/                                  composition only (alloy fraction x)
 #   nequip/{dft,ml1,ml2}/                      energy-only NequIP (nequip environment)
-# and results/<campaign>/formation/report/: tables 4.8 and 4.9, figures 4.10 and 4.11.
+# and results/<campaign>/formation/report/: tables 4.8, 4.9 and 6.2, figures 4.10 and 4.11.
 
 include: "formation_common.smk"
 
@@ -91,7 +91,6 @@ rule formation_nequip:
         outdir=subpath(output.status, parent=True),
         sets=formation_nequip_set_args,
         settings=formation_nequip_params,
-        mlff2d=NEQUIP_MLFF2D,
     wildcard_constraints:
         fe_alloy=FE_ALLOY,
         fe_split=r"[^/]+",
@@ -109,7 +108,7 @@ rule formation_nequip:
         mem_mb=training_mem_mb,
         runtime=training_runtime,
     shell:
-        "{params.mlff2d} --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
+        "$MLFF2D_NEQUIP --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
         " --outdir {params.outdir} --params {params.settings} > {log} 2>&1"
 
 
@@ -121,6 +120,8 @@ rule formation_report:
         multiext(f"{FORMATION}/report/table_4_8", ".md", ".tex"),
         report(f"{FORMATION}/report/table_4_9.csv", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "table 4.9"}),
         multiext(f"{FORMATION}/report/table_4_9", ".md", ".tex"),
+        report(f"{FORMATION}/report/table_6_2.csv", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "table 6.2"}),
+        multiext(f"{FORMATION}/report/table_6_2", ".md", ".tex"),
         report(f"{FORMATION}/report/formation_distribution.png", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "figure 4.10"}),
         f"{FORMATION}/report/formation_distribution.pdf",
         report(f"{FORMATION}/report/parity_ce.png", caption="../report/formation.rst", category="Formation energies (thesis 4.4)", labels={"item": "figure 4.11 (CE)"}),

@@ -7,7 +7,13 @@ FORMATION_CONFIG = config["formation"]
 THESIS_FORMATION_ALLOYS = ["MoTaS2", "MoWS2", "NbMoS2", "TiTaS2"]
 #: One alloy's formation directory, as a pattern with the wildcards fe_alloy and fe_split.
 FORMATION_ALLOY = f"{FORMATION}/{{fe_alloy}}/split~{{fe_split}}"
-NEQUIP_MLFF2D = mlff2d_command("nequip")
+#: The nequip environment's `mlff2d`, as the jobs' environment variable MLFF2D_NEQUIP (not a rule
+#: parameter: its absolute path would make a moved or copied campaign rerun every NequIP job).
+os.environ["MLFF2D_NEQUIP"] = mlff2d_command("nequip")
+
+
+envvars:
+    "MLFF2D_NEQUIP",
 #: The MACE alloy-model mode that relaxes the structures of each NequIP input.
 FORMATION_MODES = {"ml1": "normal", "ml2": "transfer"}
 #: The fe_alloy wildcard: a configured alloy dataset.
@@ -140,4 +146,4 @@ def formation_targets():
     """Everything the formation-energy stage produces (part of `rule all`)."""
     if not formation_alloys():
         return []
-    return [f"{FORMATION}/report/table_4_8.csv", f"{FORMATION}/report/table_4_9.csv"]
+    return [f"{FORMATION}/report/{t}.csv" for t in ("table_4_8", "table_4_9", "table_6_2")]

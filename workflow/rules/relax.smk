@@ -55,6 +55,7 @@ rule evaluate_relaxation:
     input:
         records=rules.gather_relax.output.records,
         sets=model_relax_sets,
+        train_elements=model_train_elements,
     output:
         multiext(f"{RESULTS}/{{model}}/relax/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
         report(
@@ -73,6 +74,31 @@ rule evaluate_relaxation:
             labels={"model": "{model}", "set": "{relax_set}", "figure": "per-element MAE"},
         ),
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/elements.pdf",
+        report(
+            f"{RESULTS}/{{model}}/relax/{{relax_set}}/error_distributions.png",
+            caption="../report/error_distributions.rst",
+            category="Relaxation test",
+            subcategory="{model}",
+            labels={"model": "{model}", "set": "{relax_set}", "figure": "error distributions"},
+        ),
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/error_distributions.pdf",
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/spacegroups.csv",
+        report(
+            f"{RESULTS}/{{model}}/relax/{{relax_set}}/spacegroup_mae.png",
+            caption="../report/spacegroup_mae.rst",
+            category="Relaxation test",
+            subcategory="{model}",
+            labels={"model": "{model}", "set": "{relax_set}", "figure": "energy MAE per space group"},
+        ),
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/spacegroup_mae.pdf",
+        report(
+            f"{RESULTS}/{{model}}/relax/{{relax_set}}/element_frequency.png",
+            caption="../report/element_frequency.rst",
+            category="Relaxation test",
+            subcategory="{model}",
+            labels={"model": "{model}", "set": "{relax_set}", "figure": "per-element MAE against training frequency"},
+        ),
+        f"{RESULTS}/{{model}}/relax/{{relax_set}}/element_frequency.pdf",
     params:
         outdir=subpath(input.records, parent=True),
         title=evaluation_title,
@@ -83,7 +109,7 @@ rule evaluate_relaxation:
     shell:
         "mlff2d evaluate --records {input.records}"
         " --reference {input.sets}/{wildcards.relax_set}_reference.extxyz"
-        " --outdir {params.outdir} --title {params.title} > {log} 2>&1"
+        " --train-elements {input.train_elements} --outdir {params.outdir} --title {params.title} > {log} 2>&1"
 
 
 rule baseline:

@@ -73,3 +73,19 @@ def pick_device(device: str | None = None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def epoch_line(epoch: int, epochs: int, row: dict[str, Any], epoch_s: float, eta_s: float | None) -> str:
+    """The one progress line of a training epoch, the same for every family: ``epoch k/N`` (1-based,
+    as in metrics.csv), the validation errors present in ``row`` (metrics.csv columns), the epoch's
+    time and the ETA of the run."""
+    units = {"energy_mae_meV_per_atom": ("energy", "meV/atom"), "forces_mae_meV_per_A": ("force", "meV/Å"),
+             "stress_mae": ("stress", STRESS_UNIT)}
+    errors = ", ".join(f"{name} {float(row[col]):.4g} {unit}" for col, (name, unit) in units.items() if col in row)
+    eta = "" if eta_s is None else f", ETA {eta_s:.0f} s"
+    return f"epoch {epoch}/{epochs}: val MAE {errors}; {epoch_s:.1f} s{eta}"
+
+
+def eta_seconds(elapsed_s: float, done: int, left: int) -> float:
+    """Remaining time of a run at the mean pace of its ``done`` epochs so far."""
+    return elapsed_s / max(done, 1) * left

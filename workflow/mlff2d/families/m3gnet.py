@@ -46,7 +46,7 @@ from ase.data import chemical_symbols
 
 from mlff2d import checkpoints, divergence
 from mlff2d.export import OUT_OF_PLANE_3X3
-from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, pick_device
+from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, epoch_line, eta_seconds, pick_device
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -315,6 +315,7 @@ def _epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             # after a resume, current_epoch is the number of epochs the checkpoint covers
             self.first_epoch = trainer.current_epoch
+            self.run_start = time.perf_counter()
             source = self.history_path if self.history_path.exists() else self.metrics_path
             self.rows = _metrics_from_rows(source, trainer.current_epoch)
             for row in self.rows:  # the resumed epochs' best values
@@ -359,10 +360,9 @@ def _epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any
             self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             _write_csv_atomic(self.rows, self.history_path)
             _write_csv_atomic(self.rows, self.metrics_path)
-            logger.info(
-                "epoch %d/%d: val energy MAE %.3g meV/atom, force MAE %.4g meV/Å, stress MAE %.3g GPa (%.1f s)",
-                epoch, trainer.max_epochs, *(self.rows[-1][c] for c in METRIC_COLUMNS[1:4]), self.rows[-1]["time_s"],
-            )  # fmt: skip
+            done = epoch - (self.first_epoch or 0)
+            eta = eta_seconds(time.perf_counter() - self.run_start, done, trainer.max_epochs - epoch)
+            logger.info("%s", epoch_line(epoch, trainer.max_epochs, self.rows[-1], self.rows[-1]["time_s"], eta))
             self.guard.check(epoch, {c: self.rows[-1][c] for c in divergence.WATCHED})
             checkpoints.save_keeping_previous(lambda tmp: trainer.save_checkpoint(tmp, weights_only=False), self.ckpt_path)
 

@@ -61,7 +61,7 @@ from typing import Any
 import pandas as pd
 
 from mlff2d import checkpoints, divergence
-from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, in_plane_stress_mae, pick_device
+from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, epoch_line, eta_seconds, in_plane_stress_mae, pick_device
 from mlff2d.units import EV_PER_A3_IN_GPA
 
 #: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
@@ -244,23 +244,36 @@ def _atomic_checkpoint_save(self: Any, checkpoint: Any, epochs: int, keep_last: 
     self.old_path = path
 
 
-def _guarded_valid_err_log(original: Any, guard: divergence.DivergenceGuard) -> Any:
-    """MACE's per-epoch validation log, followed by the divergence test of that epoch."""
+def _guarded_valid_err_log(original: Any, guard: divergence.DivergenceGuard, epochs: int) -> Any:
+    """MACE's per-epoch validation log: the metrics go to MACE's results file as MACE writes them,
+    the log line is :func:`mlff2d.families.epoch_line`'s (1-based epochs, as in metrics.csv,
+    with the ETA) instead of MACE's own, and the divergence test of the epoch follows."""
+    started, last, done = time.perf_counter(), [time.perf_counter()], [0]
 
     @functools.wraps(original)
-    def valid_err_log(valid_loss: Any, eval_metrics: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        result = original(valid_loss, eval_metrics, *args, **kwargs)
-        epoch = eval_metrics.get("epoch")
-        if epoch is not None:  # None: the evaluation before any training
-            values = {"energy_mae_meV_per_atom": "mae_e_per_atom", "forces_mae_meV_per_A": "mae_f"}
-            guard.check(int(epoch) + 1, {k: 1000.0 * float(eval_metrics[v]) for k, v in values.items() if v in eval_metrics})
-        return result
+    def valid_err_log(valid_loss: Any, eval_metrics: dict[str, Any], logger: Any, log_errors: Any, epoch: int | None = None,
+                      valid_loader_name: str = "Default") -> None:
+        eval_metrics.update(mode="eval", epoch=epoch, head=valid_loader_name)
+        logger.log(eval_metrics)  # MACE's results file, read by read_metrics
+        now = time.perf_counter()
+        if epoch is None:  # the evaluation before any training
+            last[0] = now
+            return
+        row = {"energy_mae_meV_per_atom": 1000.0 * float(eval_metrics.get("mae_e_per_atom", math.nan)),
+               "forces_mae_meV_per_A": 1000.0 * float(eval_metrics.get("mae_f", math.nan))}
+        if "mae_stress_in_plane_GPa" in eval_metrics:
+            row["stress_mae"] = float(eval_metrics["mae_stress_in_plane_GPa"])
+        done[0] += 1
+        eta = eta_seconds(now - started, done[0], epochs - int(epoch) - 1)
+        logging.info(epoch_line(int(epoch) + 1, epochs, row, now - last[0], eta) + f", loss {float(valid_loss):.4g}")
+        last[0] = now
+        guard.check(int(epoch) + 1, {k: row[k] for k in divergence.WATCHED})
 
     return valid_err_log
 
 
 @contextlib.contextmanager
-def _patched_mace(expect_restart: bool, guard: divergence.DivergenceGuard | None = None) -> Iterator[None]:
+def _patched_mace(expect_restart: bool, guard: divergence.DivergenceGuard | None = None, epochs: int = 0) -> Iterator[None]:
     """Swap MACE's stress loss, validation metric, validation log (divergence test), checkpoint
     writer and epoch loop (see the module docstring); restore them, the root logger and torch's
     default dtype afterwards."""
@@ -310,7 +323,9 @@ def _patched_mace(expect_restart: bool, guard: divergence.DivergenceGuard | None
         train_module.MACELoss = _in_plane_metrics_class(train_module.MACELoss)
         checkpoint.CheckpointHandler.load_latest = load_latest
         checkpoint.CheckpointIO.save = _atomic_checkpoint_save
-        train_module.valid_err_log = _guarded_valid_err_log(train_module.valid_err_log, guard or divergence.DivergenceGuard())
+        train_module.valid_err_log = _guarded_valid_err_log(train_module.valid_err_log, guard or divergence.DivergenceGuard(), epochs)
+        for handler in saved_logging[0]:  # MACE adds its own console handler: one copy of each line
+            root.removeHandler(handler)
         mace.tools.train = train_loop
         yield
     finally:
@@ -320,6 +335,9 @@ def _patched_mace(expect_restart: bool, guard: divergence.DivergenceGuard | None
             if handler not in saved_logging[0]:
                 root.removeHandler(handler)
                 handler.close()
+        for handler in saved_logging[0]:
+            if handler not in root.handlers:
+                root.addHandler(handler)
         root.filters[:] = saved_logging[1]
         root.setLevel(saved_logging[2])
         torch.set_default_dtype(saved_dtype)
@@ -496,7 +514,7 @@ def _run_mace(settings: Mapping[str, Any], restart: bool, freeze: int, divergenc
     for row in history or []:
         guard.reason(int(row["epoch"]), {c: row[c] for c in divergence.WATCHED})
     args = mace_namespace(settings)
-    with _patched_mace(expect_restart=restart, guard=guard), _frozen_blocks(freeze):
+    with _patched_mace(expect_restart=restart, guard=guard, epochs=int(settings["max_num_epochs"])), _frozen_blocks(freeze):
         run(args)
 
 
