@@ -33,6 +33,8 @@ include: "workflow/rules/uff.smk"
 include: "workflow/rules/relax.smk"
 include: "workflow/rules/alloys.smk"
 include: "workflow/rules/formation.smk"
+include: "workflow/rules/repeats.smk"
+include: "workflow/rules/structure_maps.smk"
 include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/demo.smk"
 
@@ -48,6 +50,9 @@ localrules:
     formation,
     formation_report,
     diagnostics,
+    novelty,
+    novelty_table,
+    repeat_table,
 
 
 rule all:

@@ -181,6 +181,25 @@ def test_demo_campaign(tmp_path: Path) -> None:
     # no universal model is flagged on the test set: each learned, moved and beat the baselines there
     assert not any(w.startswith("WARNING uff/") and ": test " in w for w in warnings), warnings
 
+    # split repeats (issue 18): two different material-level splits, repeat tables with mean ± std
+    repeat0 = pd.read_csv(demo / "data" / "2d" / "split~80-10-10.csv")
+    repeat1 = pd.read_csv(demo / "data" / "2d" / "split~80-10-10.r1.csv")
+    assert sorted(repeat0["material_id"]) == sorted(repeat1["material_id"]) and not repeat0.equals(repeat1)
+    for table in ("table_4_1", "alloys"):
+        repeats = pd.read_csv(demo / "tables" / "repeats" / f"{table}.csv")
+        assert (repeats["K"] == 2).all(), table
+        assert " ± " in (demo / "tables" / "repeats" / f"{table}.md").read_text()
+    # SOAP structure maps of every dataset, error against novelty of every model and set
+    for dataset in ("2d", "MoWS2", "IrRuS2"):
+        for name in ("map.png", "map.pdf", "structures.csv"):
+            assert (demo / "data" / dataset / "structure_map" / "split~80-10-10" / name).stat().st_size > 500, (dataset, name)
+    novelty = pd.read_csv(demo / "tables" / "novelty.csv")
+    assert len(novelty) == 24 and (novelty["n"] > 0).all()
+    for model_set in novelty["model"]:
+        model, relax_set = model_set.rsplit(":", 1)
+        for name in ("novelty.png", "novelty.pdf", "error_map.png", "error_map.pdf"):
+            assert (demo / model / "relax" / relax_set / name).stat().st_size > 500, (model, name)
+
     # one HTML report with every table and figure, captioned
     rep = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], capture_output=True, text=True, env=env, timeout=900)
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]

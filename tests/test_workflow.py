@@ -62,13 +62,16 @@ def test_dry_run_of_the_study_lists_every_stage(tmp_path: Path) -> None:
         assert f"\n{stage} " in text or f"rule {stage}:" in text, f"stage {stage} missing from the dry run"
     # only the exports a training reads: 2d, the sweeps' (M3GNet 3 cutoffs, MACE 1, split 90-5-5);
     # 9 alloys + combined: M3GNet 0.01 x 90-5-5, MACE 2 cutoffs x 2 splits (the curves' among them)
-    assert text.count("rule export:") == 4 + 10 * (1 + 4)
+    # split repeats (90-5-5 x 3): the repeated sweep points (M3GNet 0.01, MACE 1e6) and the MACE
+    # alloy models (2 cutoffs) train on repeats 1 and 2 too
+    assert text.count("rule export:") == 4 + 10 * (1 + 4) + 2 * (2 + 10 * 2)
     exports = {job_field(b, "output") for b in jobs(text, "rule export:")}
-    read = {i for rule in ("rule train_uff:", "rule train_alloy:", "rule curve_subset:") for b in jobs(text, rule)
+    read = {i for rule in ("rule train_uff:", "rule train_uff_repeat:", "rule train_alloy:", "rule curve_subset:") for b in jobs(text, rule)
             for i in job_field(b, "input").split(", ") if "/export/" in i}
-    assert len(exports) == 54 and exports == read, (sorted(exports - read), sorted(read - exports))
+    assert len(exports) == 98 and exports == read, (sorted(exports - read), sorted(read - exports))
     assert not any("/export/nequip/" in e for e in exports)
-    assert text.count("rule ingest:") == 1 + 10 and text.count("checkpoint relax_sets:") == 2 + 10 * 2
+    assert text.count("rule ingest:") == 1 + 10 and text.count("checkpoint relax_sets:") == 2 + 10 * 2 + 2 * (1 + 10)
+    assert text.count("rule train_uff_repeat:") == 2 * 2
     assert text.count("rule train_uff:") == 18 + 6
     assert "uff/m3gnet/ecut~1e6/lr~0.0001/bs~512/status.json" in text
 

@@ -82,12 +82,12 @@ def _label_path(text: str) -> tuple[str, str]:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from mlff2d.split import split_dataset, union_splits
+    from mlff2d.split import repeat_seed, split_dataset, union_splits
 
     if args.union:
         result = union_splits(args.union, args.out)
     elif args.ledger_materials and args.ratios:
-        result = split_dataset(args.ledger_materials, args.out, args.ratios, args.seed)
+        result = split_dataset(args.ledger_materials, args.out, args.ratios, repeat_seed(args.seed, args.repeat))
     else:
         raise SystemExit("mlff2d split: give --ledger-materials and --ratios, or --union")
     log.info("split: %s", result["split"].value_counts().to_dict())
@@ -224,6 +224,34 @@ def cmd_ptables(args: argparse.Namespace) -> None:
     from mlff2d.report import write_ptables
 
     log.info("wrote %s", write_ptables(_points(args.points), args.sets, args.baseline, args.outdir))
+
+
+def cmd_repeat_table(args: argparse.Namespace) -> None:
+    from mlff2d.repeats import parse_model_arg, write_repeats
+
+    paths = write_repeats([parse_model_arg(m) for m in args.models], args.sets, args.out, args.caption, args.column_title)
+    log.info("repeat table: %s", ", ".join(str(p) for p in paths))
+
+
+def cmd_structure_map(args: argparse.Namespace) -> None:
+    from mlff2d.structure_maps import structure_map
+
+    soap = {"r_cut": args.r_cut, "n_max": args.n_max, "l_max": args.l_max, "sigma": args.sigma}
+    frame = structure_map(args.clean, args.split, args.outdir, chunk=args.chunk, **soap)
+    log.info("structure map: %s materials", frame["set"].value_counts().to_dict())
+
+
+def cmd_novelty(args: argparse.Namespace) -> None:
+    from mlff2d.structure_maps import novelty
+
+    log.info("novelty: %s", novelty(args.structures, args.errors, args.set, args.outdir, args.title))
+
+
+def cmd_novelty_table(args: argparse.Namespace) -> None:
+    from mlff2d.structure_maps import novelty_table
+
+    pairs = [_label_path(x) for x in args.summaries]
+    novelty_table([p for _, p in pairs], [m for m, _ in pairs], args.out)
 
 
 def cmd_train_alloy(args: argparse.Namespace) -> None:
@@ -451,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
     s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--repeat", type=int, default=0, help="split repeat k (0 = the plain split; k >= 1 draws mlff2d.split.repeat_seed)")
     s.add_argument("--union", nargs="+", help="instead: combine these split CSVs (the combined alloy dataset)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)
@@ -555,6 +584,38 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--baseline", default=None, help="baseline directory (baseline/<set>/summary.json)")
         s.add_argument("--outdir", required=True)
         s.set_defaults(func=func)
+
+    s = _stage(sub, "structure-map", "SOAP vectors, PCA on train, nearest-training distances and the map of a split")
+    s.add_argument("--clean", required=True, help="clean frame store of the dataset")
+    s.add_argument("--split", required=True, help="split CSV (material_id, split)")
+    s.add_argument("--outdir", required=True, help="structure-map directory (soap.npy, pca.npz, structures.csv, map.png/pdf)")
+    s.add_argument("--r-cut", type=float, required=True, help="SOAP cutoff (Å)")
+    s.add_argument("--n-max", type=int, required=True, help="SOAP radial basis functions")
+    s.add_argument("--l-max", type=int, required=True, help="SOAP maximum angular degree")
+    s.add_argument("--sigma", type=float, required=True, help="Gaussian width (Å)")
+    s.add_argument("--chunk", type=int, required=True, help="structures per block (bounds the memory)")
+    s.set_defaults(func=cmd_structure_map)
+
+    s = _stage(sub, "novelty", "one model's relaxation energy error against SOAP distance to training")
+    s.add_argument("--structures", required=True, help="structures.csv of the model's dataset and split")
+    s.add_argument("--errors", required=True, help="errors.csv of the model's evaluation")
+    s.add_argument("--set", required=True, help="the relaxed set (val or test)")
+    s.add_argument("--outdir", required=True, help="where novelty.csv/json/png/pdf and error_map.png/pdf go")
+    s.add_argument("--title", default="", help="figure title")
+    s.set_defaults(func=cmd_novelty)
+
+    s = _stage(sub, "novelty-table", "gather novelty.json files into one CSV")
+    s.add_argument("--summaries", nargs="+", required=True, help="MODEL=PATH of each novelty.json")
+    s.add_argument("--out", required=True, help="output CSV")
+    s.set_defaults(func=cmd_novelty_table)
+
+    s = _stage(sub, "repeat-table", "mean ± std over split repeats, best only where the gap beats the spread")
+    s.add_argument("--models", nargs="+", required=True, help="ROW::COLUMN=DIR, one per model and repeat")
+    s.add_argument("--sets", nargs="+", default=["val", "test"], help="relaxed sets, in table order")
+    s.add_argument("--out", required=True, help="output stem (writes .csv, .md, .tex)")
+    s.add_argument("--caption", default="Relaxation MAE, mean ± std over split repeats", help="table caption")
+    s.add_argument("--column-title", default="", help="prefix of the column headers, e.g. 'Cutoff ='")
+    s.set_defaults(func=cmd_repeat_table)
 
     s = _stage(sub, "train-alloy", "train one alloy model, normal or transfer (thesis 4.3)")
     s.add_argument("--family", required=True, choices=_families(), help="model family")

@@ -89,9 +89,25 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def _check_split_ratios(splits: Mapping[str, Sequence[float]]) -> None:
+def split_ratios(config: Mapping[str, Any], name: str) -> list[float]:
+    """The train:val:test ratios of split ``name`` (``splits.<name>`` is a list or {ratios, repeats})."""
+    spec = config["splits"][name]
+    return [float(r) for r in (spec["ratios"] if isinstance(spec, Mapping) else spec)]
+
+
+def split_repeats(config: Mapping[str, Any], name: str) -> int:
+    """K, the seeded repeats of split ``name``; the default (a ratio list) is the schema's."""
+    spec = config["splits"][name]
+    if isinstance(spec, Mapping) and "repeats" in spec:
+        return int(spec["repeats"])
+    branch = load_schema()["properties"]["splits"]["additionalProperties"]["oneOf"][1]
+    return int(branch["properties"]["repeats"]["default"])
+
+
+def _check_split_ratios(splits: Mapping[str, Any]) -> None:
     """Every split's train:val:test ratios lie in (0, 1) and sum to 1."""
-    for name, ratios in splits.items():
+    for name in splits:
+        ratios = split_ratios({"splits": splits}, name)
         if not all(0 < float(r) < 1 for r in ratios):
             raise ConfigError(f"config key 'splits.{name}': every ratio must lie in (0, 1), got {list(ratios)}")
         if not math.isclose(sum(map(float, ratios)), 1.0, abs_tol=1e-6):
@@ -112,6 +128,8 @@ def _check_cross_keys(config: Mapping[str, Any]) -> None:
     sources refer to configured alloys, families and sweep points."""
     for family, spec in config["uff"]["families"].items():
         _not_in(f"uff.families.{family}.grid.e_cut", spec["grid"]["e_cut"], config["selection"]["e_cuts"], "selection.e_cuts")
+    for family, labels in config["repeats"]["uff"].items():
+        _check_repeat_points(config, family, labels)
     alloys = config["alloys"]
     names = [d["name"] for d in alloys["datasets"]]
     if not names:
@@ -148,10 +166,23 @@ def _check_transfer_source(config: Mapping[str, Any], family: str, source: str) 
         raise ConfigError(f"config key {key!r}: family {family!r} has no universal sweep (uff.families) to transfer from")
     if source in TRANSFER_CRITERIA:
         return
-    grid = uff["grid"]
-    labels = [f"ecut~{fmt_float(e)}/lr~{fmt_float(lr)}/bs~{int(bs)}" for e in grid["e_cut"] for lr in grid["lr"] for bs in grid["batch_size"]]
+    labels = sweep_labels(uff["grid"])
     if source not in labels:
         raise ConfigError(f"config key {key!r}: {source!r} is not a point of uff.families.{family}.grid; one of {labels} or {' or '.join(TRANSFER_CRITERIA)}")
+
+
+def sweep_labels(grid: Mapping[str, Sequence[Any]]) -> list[str]:
+    """Every point label ``ecut~<e>/lr~<lr>/bs~<bs>`` of a family's sweep grid."""
+    return [f"ecut~{fmt_float(e)}/lr~{fmt_float(lr)}/bs~{int(bs)}" for e in grid["e_cut"] for lr in grid["lr"] for bs in grid["batch_size"]]
+
+
+def _check_repeat_points(config: Mapping[str, Any], family: str, labels: Sequence[str]) -> None:
+    """repeats.uff.<family> names points of that family's sweep grid."""
+    key = f"repeats.uff.{family}"
+    uff = config["uff"]["families"].get(family)
+    if uff is None:
+        raise ConfigError(f"config key {key!r}: family {family!r} has no universal sweep (uff.families)")
+    _not_in(key, list(labels), sweep_labels(uff["grid"]), f"the points of uff.families.{family}.grid")
 
 
 def _check_names(config: dict[str, Any]) -> None:

@@ -6,6 +6,12 @@ seeded NumPy generator; the first round(n * val) go to ``val``, the next round(n
 there are at least three). The split depends only on the kept materials and the seed, never
 on ``e_cut``, so every cutoff is judged on the same test set. Same seed and input give a
 byte-identical file.
+
+Split repeats (``splits.<name>.repeats: K``): repeat 0 is the plain split ``<name>`` with the
+campaign seed; repeat k >= 1 is the split instance ``<name>.r<k>``, drawn with
+:func:`repeat_seed`. Each repeat is a material-level split of the same kept materials, so it too
+is independent of ``e_cut``, and the combined alloy split of a repeat is the union of the
+per-alloy splits of that repeat. The instance name is the ``{split}`` wildcard of every path.
 """
 
 from __future__ import annotations
@@ -17,6 +23,36 @@ import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "val", "test")
+#: Separator of a split instance name: ``<name>.r<k>`` (split names cannot contain a dot).
+REPEAT_MARK = ".r"
+
+
+def split_instance(name: str, repeat: int) -> str:
+    """The split instance of repeat ``repeat`` of split ``name``: ``name`` for 0, else ``name.r<k>``."""
+    if repeat < 0:
+        raise ValueError(f"repeat must be >= 0, got {repeat}")
+    return name if repeat == 0 else f"{name}{REPEAT_MARK}{repeat}"
+
+
+def parse_split_instance(instance: str) -> tuple[str, int]:
+    """(split name, repeat) of a split instance; the inverse of :func:`split_instance`."""
+    name, mark, repeat = instance.rpartition(REPEAT_MARK)
+    if mark and repeat.isdigit() and int(repeat) > 0 and "." not in name:
+        return name, int(repeat)
+    return instance, 0
+
+
+def split_instances(name: str, repeats: int) -> list[str]:
+    """The K split instances of a split: ``name, name.r1, ..., name.r<K-1>``."""
+    return [split_instance(name, k) for k in range(repeats)]
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """Seed of a split repeat: the campaign seed for repeat 0 (the plain split, unchanged), else a
+    32-bit seed drawn from NumPy's SeedSequence of (seed, repeat), so repeats never collide."""
+    if repeat == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(repeat)]).generate_state(1)[0])
 
 
 def split_materials(material_ids: Sequence[str], ratios: Sequence[float], seed: int) -> pd.DataFrame:

@@ -10,8 +10,9 @@ from snakemake.settings.types import DeploymentMethod
 
 from snakemake.utils import Paramspace
 
-from mlff2d.config import fmt_float
+from mlff2d.config import fmt_float, split_ratios, split_repeats
 from mlff2d.ingest import Source
+from mlff2d.split import parse_split_instance, split_instances
 from mlff2d.sweep import grid_table
 
 CAMPAIGN = config["campaign"]
@@ -21,6 +22,8 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 ECUTS = [fmt_float(x) for x in config["selection"]["e_cuts"]]
 SPLIT_NAMES = list(config["splits"])
+#: Per split name its instances (repeats): name, name.r1, ... (the {split} wildcard; mlff2d.split).
+SPLIT_INSTANCES = {s: split_instances(s, split_repeats(config, s)) for s in SPLIT_NAMES}
 #: Families exported for every e_cut × split of every dataset although no rule reads them
 #: (export.families); the exports the trainings read are derived from them (consumed_exports).
 EXTRA_EXPORT_FAMILIES = config["export"]["families"]
@@ -74,7 +77,7 @@ if mlff2d_command("main") != "mlff2d":
 wildcard_constraints:
     dataset="|".join(re.escape(d) for d in DATASETS),
     ecut=r"[0-9.e+-]+",
-    split="|".join(SPLIT_NAMES) or "none",
+    split="|".join(re.escape(i) for s in SPLIT_NAMES for i in SPLIT_INSTANCES[s]) or "none",
     family="mace|m3gnet|nequip",
     lr=r"[0-9.e+-]+",
     relax_set="train|val|test",
@@ -121,8 +124,9 @@ def split_args(wildcards, input):
     """Arguments of `mlff2d split`."""
     if wildcards.dataset == COMBINED:
         return "--union " + " ".join(input)
-    ratios = " ".join(str(r) for r in config["splits"][wildcards.split])
-    return f"--ledger-materials {input[0]} --ratios {ratios} --seed {config['seed']}"
+    name, repeat = parse_split_instance(wildcards.split)
+    ratios = " ".join(str(r) for r in split_ratios(config, name))
+    return f"--ledger-materials {input[0]} --ratios {ratios} --seed {config['seed']}" + (f" --repeat {repeat}" if repeat else "")
 
 
 def relax_set_names(wildcards):
@@ -175,8 +179,10 @@ def alloy_figure_targets():
 
 
 def uff_training_data(wildcards):
-    """The export a sweep point trains on: its family, its e_cut, the universal split."""
-    return f"{DATA}/{UNIVERSAL}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{UFF_SPLIT}"
+    """The export a sweep point trains on: its family, its e_cut, the universal split (or, for
+    a repeated point, its split instance)."""
+    split = wildcards.split if hasattr(wildcards, "split") else UFF_SPLIT
+    return f"{DATA}/{UNIVERSAL}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{split}"
 
 
 def family_settings(wildcards):
@@ -262,11 +268,12 @@ def relax_runtime(wildcards, attempt):
 
 def model_source(model):
     """(family, dataset, split) of a model directory (relative to RESULTS): uff/<family>/... is a
-    universal sweep point (dataset 2d, split uff.split); alloys/<family>/<dataset>/... an alloy
+    universal sweep point (dataset 2d, split uff.split; a repeat uff/<family>/split~<instance>/...
+    its split instance); alloys/<family>/<dataset>/... an alloy
     model whose split is its split~<name> segment."""
     parts = model.split("/")
-    if parts[0] == "uff":
-        return parts[1], UNIVERSAL, UFF_SPLIT
+    if parts[0] == "uff":  # uff/<family>/[split~<instance>/]ecut~...: a repeat names its split
+        return parts[1], UNIVERSAL, parts[2].split("~", 1)[1] if parts[2].startswith("split~") else UFF_SPLIT
     split = next((p.split("~", 1)[1] for p in parts if p.startswith("split~")), None)
     if len(parts) < 3 or split is None:
         raise ValueError(f"not a model directory: {RESULTS}/{model} (expected alloys/<family>/<dataset>/.../split~<name>)")
@@ -412,7 +419,8 @@ def all_targets():
     for family, spec in UFF_FAMILIES.items():
         if spec["enabled"]:
             targets += sweep_targets(family)
-    return targets + relax_targets() + alloy_targets() + formation_targets() + [f"{RESULTS}/diagnostics.md"]
+    targets += relax_targets() + alloy_targets() + formation_targets() + repeat_targets() + structure_map_targets()
+    return targets + [f"{RESULTS}/diagnostics.md"]
 
 
 def write_campaign_provenance():
