@@ -28,6 +28,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/uff.smk"
 include: "workflow/rules/relax.smk"

@@ -85,8 +85,9 @@ def test_tables_mark_failures_and_best(campaign: dict[str, list[Path]], tmp_path
     mows2 = t44[(t44["model"] == "MoWS2") & (t44["set"] == "test") & (t44["quantity"] == "Energy")].iloc[0]
     assert float(mows2["e_cut=0.01,transfer"]) == pytest.approx(1.5) and mows2["best"] == "e_cut=0.01,transfer"
     md = (tables / f"table_4_4_split~{SPLIT}.md").read_text()
-    assert "| Test | MoWS2 | 3 | Energy | **1.50** | 2.50 | – |" in md and "Cutoff = " not in md
-    assert "| Broken |  | Energy | – | – | – |" in md
+    assert "| Test | MoWS2 | 3 | Energy (meV/atom) | **1.50** | 2.50 | – |" in md and "Cutoff = " not in md
+    assert "e_cut 0.01 · transfer" in md.splitlines()[0]
+    assert "| Broken |  | Energy (meV/atom) | – | – | – |" in md
     tex = (tables / f"table_4_5_split~{SPLIT}.tex").read_text()
     assert r"\textbf{" in tex and "--" in tex
     # MACE: the unfinished 1e6 normal model shows as "–", the 0.01 ones as numbers

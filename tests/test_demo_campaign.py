@@ -90,7 +90,7 @@ def test_demo_campaign(tmp_path: Path) -> None:
         assert test["steps"]["median"] >= 5 and test["steps"]["share_step0"] <= 0.1, (family, best, test["steps"])
     for stem in ("table_4_1", "table_4_2"):
         table = (demo / "tables" / f"{stem}.md").read_text()
-        assert "Energy" in table and "Area" in table and "Cutoff = 1e6" in table
+        assert "Energy (meV/atom)" in table and "Area (Å²/atom × 100)" in table and "e_cut 1e6 (none)" in table
         assert (demo / "tables" / f"{stem}.tex").exists() and (demo / "tables" / f"{stem}.csv").exists()
     summary = pd.read_csv(demo / "tables" / "relaxation_summary.csv")
     assert set(summary["status"]) == {"ok"} and len(summary) == 4 * 2 + 2

@@ -99,9 +99,9 @@ def test_tables_show_n_and_the_baseline_unranked(tmp_path: Path) -> None:
     assert table["best"].tolist() == ["0.01", "0.01"]
     _, md, tex = write_table(table, tmp_path / "t", "M3GNet")
     lines = md.read_text().splitlines()
-    assert lines[0] == "| Set | Model | N |  | Cutoff = 0.01 | Cutoff = 1e6 | Baseline |"
-    assert lines[2] == "| Test | lr0.001 | 22 | Energy | **30.00** | 32.00 | 78.20 |"
-    assert lines[3] == "|  |  |  | Area | **7.00** | 8.00 | 11.35 |"
+    assert lines[0] == "| Set | Model | N |  | e_cut 0.01 | e_cut 1e6 (none) | Baseline |"
+    assert lines[2] == "| Test | lr0.001 | 22 | Energy (meV/atom) | **30.00** | 32.00 | 78.20 |"
+    assert lines[3] == "|  |  |  | Area (Å²/atom × 100) | **7.00** | 8.00 | 11.35 |"
     assert "composition baseline" in md.read_text() and r"\textbf{30.00}" in tex.read_text()
 
 

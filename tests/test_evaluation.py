@@ -264,16 +264,16 @@ def test_relaxation_table_layout_and_marks() -> None:
 def test_write_table_formats(tmp_path: Path) -> None:
     csv, md, tex = write_table(relaxation_table(table_rows()), tmp_path / "table41", "M3GNet relaxation MAE (Å²/atom × 100)")
     md_lines = md.read_text().splitlines()
-    assert md_lines[2] == "| Val | lr1e-3bs128 | Energy | <u>87.43</u> | 88.33 | **87.31** |"
-    assert md_lines[3] == "|  |  | Area | **93.37** | 94.95 | <u>93.73</u> |"
-    assert md_lines[4] == "|  | lr1e-4bs128 | Energy | 82.31 | – | **76.81** |"
-    assert md_lines[6] == "| Test | lr1e-3bs128 | Energy | – | – | – |"
+    assert md_lines[2] == "| Val | lr1e-3bs128 | Energy (meV/atom) | <u>87.43</u> | 88.33 | **87.31** |"
+    assert md_lines[3] == "|  |  | Area (Å²/atom × 100) | **93.37** | 94.95 | <u>93.73</u> |"
+    assert md_lines[4] == "|  | lr1e-4bs128 | Energy (meV/atom) | 82.31 | – | **76.81** |"
+    assert md_lines[6] == "| Test | lr1e-3bs128 | Energy (meV/atom) | – | – | – |"
     assert "Table: M3GNet relaxation MAE (Å²/atom × 100)" in md.read_text()
     tex_text = tex.read_text()
-    assert r"Val & lr1e-3bs128 & Energy & \underline{87.43} & 88.33 & \textbf{87.31} \\" in tex_text
-    assert r" &  & Area & \textbf{93.37} & 94.95 & \underline{93.73} \\" in tex_text
-    assert r"Test & lr1e-3bs128 & Energy & -- & -- & -- \\" in tex_text
-    assert r"\caption{M3GNet relaxation MAE (\AA{}$^2$/atom $\times$ 100)}" in tex_text
+    assert r"Val & lr1e-3bs128 & Energy (meV/atom) & \underline{87.43} & 88.33 & \textbf{87.31} \\" in tex_text
+    assert r" &  & Area (\AA{}$^2$/atom $\times$ 100) & \textbf{93.37} & 94.95 & \underline{93.73} \\" in tex_text
+    assert r"Test & lr1e-3bs128 & Energy (meV/atom) & -- & -- & -- \\" in tex_text
+    assert r"\caption{M3GNet relaxation MAE (\AA{}$^2$/atom $\times$ 100). Columns: the step-selection cutoff" in tex_text
     c = pd.read_csv(csv, dtype=str, keep_default_na=False)
     assert c.loc[0, ["0.01", "0.02", "1e6", "best", "second"]].tolist() == ["87.43", "88.33", "87.31", "1e6", "0.01"]
     assert c.loc[2, "0.02"] == "–" and c.loc[4].tolist()[4:7] == ["–", "–", "–"]
@@ -286,8 +286,8 @@ def test_single_cutoff_table_has_no_marks(tmp_path: Path) -> None:
     ])
     _, md, _ = write_table(relaxation_table(rows), tmp_path / "table42", "MACE")
     lines = md.read_text().splitlines()
-    assert lines[2] == "| Test | lr0.003bs128 | Energy | 121.65 |"
-    assert lines[3] == "|  |  | Area | 68.60 |"
+    assert lines[2] == "| Test | lr0.003bs128 | Energy (meV/atom) | 121.65 |"
+    assert lines[3] == "|  |  | Area (Å²/atom × 100) | 68.60 |"
 
 
 def test_table_rejects_bad_rows() -> None:
@@ -413,3 +413,13 @@ def test_element_map_cells_show_their_n(tmp_path: Path, errors: pd.DataFrame, mo
     evaluation.element_maps(table, tmp_path / "maps", "t")
     texts = {t.get_text() for ax in figures[-1].axes for t in ax.texts}
     assert {f"N={n}" for n in table["n"] if n > 0} <= texts and table["n"].gt(0).sum() >= 2
+
+
+def test_a_tie_for_best_is_marked_for_neither_place() -> None:
+    from mlff2d.evaluation import rank_marks
+
+    assert rank_marks({"a": 1.0, "b": 2.0, "c": 3.0}) == ({"a"}, {"b"})
+    assert rank_marks({"a": 1.0, "b": 1.0, "c": 3.0}) == (set(), set())  # tied best: nothing bold
+    assert rank_marks({"a": 1.0, "b": 2.0, "c": 2.0}) == ({"a"}, set())  # tied second
+    assert rank_marks({"a": math.nan, "b": 2.0, "c": 3.0}) == ({"b"}, set())
+    assert rank_marks({"a": 1.0}) == (set(), set())

@@ -341,10 +341,10 @@ def test_a_diverged_point_is_a_dash_and_never_the_transfer_source(tmp_path: Path
     assert json.loads((sweep / "lr~0.003" / "bs~4" / "status.json").read_text())["status"] == "ok"
 
     table = pd.read_csv(work / "results" / "div" / "tables" / "table_4_1.csv", dtype=str, keep_default_na=False)
-    rows = table[table["model"].str.contains("lr50")]
+    rows = table[table["model"] == "lr 50 · bs 4"]
     assert len(rows) and (rows["1e6"] == DASH).all() and not rows["best"].str.contains("1e6").any()
     md = (work / "results" / "div" / "tables" / "table_4_1.md").read_text()
-    assert not any("lr50" in line and "**" in line for line in md.splitlines())
+    assert not any("lr 50 · bs 4" in line and "**" in line for line in md.splitlines())
     diagnostics = (work / "results" / "div" / "diagnostics.md").read_text()
     assert "diverged at epoch 1" in diagnostics
 

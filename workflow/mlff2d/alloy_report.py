@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlff2d.evaluation import DASH, relaxation_table, write_table
+from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
 from mlff2d.report import flat, point_status
 
 FAMILY_NAMES = {"m3gnet": "M3GNet", "mace": "MACE", "nequip": "NequIP"}
@@ -133,8 +133,8 @@ def _column(ecut: str, mode: str, prefix: str = "") -> str:
 
 
 def _write(rows: pd.DataFrame, order: list[str], stem: Path, caption: str) -> list[Path]:
-    """relaxation_table + write_table with our column labels and order (the header of
-    write_table says "Cutoff = <label>"; our labels name the e_cut themselves)."""
+    """relaxation_table + write_table with our column labels (``e_cut=<e>,<mode>``, shown as
+    ``e_cut <e> · <mode>``) and order."""
     if rows.empty:
         table = pd.DataFrame(columns=["set", "model", "n", "quantity", "unit", "baseline", "best", "second"])
     else:
@@ -142,10 +142,7 @@ def _write(rows: pd.DataFrame, order: list[str], stem: Path, caption: str) -> li
         table = relaxation_table(rows)
         present = [c for c in order if c in table.columns]
         table = table[["set", "model", "n", "quantity", "unit", *present, "baseline", "best", "second"]]
-    paths = write_table(table, stem, caption)
-    for path in paths[1:]:
-        path.write_text(path.read_text(encoding="utf-8").replace("Cutoff = ", ""), encoding="utf-8")
-    return paths
+    return write_table(table, stem, caption)
 
 
 def _table_rows(models: pd.DataFrame, model_label: Any, column: Any) -> pd.DataFrame:
@@ -439,7 +436,10 @@ def write_learning_curves(models: pd.DataFrame, outdir: str | Path, figures_dir:
         lines.append(f"| {r.dataset} | {FAMILY_NAMES.get(r.family, r.family)} | {r.quantity} | {r.fractions} | {r.verdict} | {frac} | "
                      f"{'' if n is None or (isinstance(n, float) and not math.isfinite(n)) else int(n)} | {fmt(r.normal_at_smallest)} | {fmt(r.transfer_at_smallest)} |")
     (outdir / "learning_curve_crossover.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    written = [outdir / "learning_curve.csv", outdir / "learning_curve_crossover.csv", outdir / "learning_curve_crossover.md"]
+    write_frame_html(table, figures_dir / "learning_curve_crossover.html", "Where transfer pays: per alloy and family, the "
+                     "smallest training fraction from which normal training matches transfer (test energy MAE, meV/atom).")
+    written = [outdir / "learning_curve.csv", outdir / "learning_curve_crossover.csv", outdir / "learning_curve_crossover.md",
+               figures_dir / "learning_curve_crossover.html"]
     for dataset in sorted(curve["dataset"].unique()):
         written += plot_learning_curve(curve, dataset, figures_dir / f"learning_curve_{dataset}")
     return written
@@ -490,6 +490,6 @@ def expected_outputs(splits: Sequence[str]) -> list[str]:
     out = ["alloy_summary.csv", "index.md"]
     for split in splits:
         for number in ("4_3", "4_4", "4_5", "4_7"):
-            out += [f"table_{number}_split~{split}{ext}" for ext in (".csv", ".md", ".tex")]
+            out += [f"table_{number}_split~{split}{ext}" for ext in (".csv", ".md", ".tex", ".html")]
     return out
 

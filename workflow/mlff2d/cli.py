@@ -171,7 +171,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_curves(args: argparse.Namespace) -> None:
     from mlff2d.sweep import plot_validation_curves
 
-    points = dict(item.split("=", 1) for item in args.points)
+    from mlff2d.labels import model_label, model_parts
+
+    dirs = [item.split("=", 1)[-1] for item in args.points]  # LABEL=DIR (the label is the directory's)
+    points = {model_label(**{k: v for k, v in model_parts(d).items() if k != "family" and v}): d for d in dirs}
     paths = plot_validation_curves(points, args.out, title=args.title)
     log.info("wrote %s", ", ".join(map(str, paths)))
 
@@ -531,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = _stage(sub, "curves", "validation curves of sweep points")
-    s.add_argument("--points", nargs="+", required=True, help="LABEL=POINT_DIR for each sweep point")
+    s.add_argument("--points", nargs="+", required=True, help="POINT_DIR (or LABEL=POINT_DIR) of each sweep point; the legend shows each point's label")
     s.add_argument("--out", required=True, help="output stem (writes .png and .pdf)")
     s.add_argument("--title", default="")
     s.set_defaults(func=cmd_curves)

@@ -129,4 +129,29 @@ def write_diagnostics(frame: pd.DataFrame, n_models: int, md_path: str | Path, c
                 lines += ["", f"## {title} ({len(group)})", ""]
                 lines += [f"- WARNING {r.model}: {r.message}" for r in group.itertuples(index=False)]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [md_path, csv_path]
+    html_path = md_path.with_suffix(".html")
+    _write_html(lines, html_path)
+    return [md_path, csv_path, html_path]
+
+
+def _write_html(lines: Sequence[str], path: Path) -> None:
+    """The Markdown of :func:`write_diagnostics` (headings, paragraphs, lists) as an HTML page."""
+    import html
+
+    body, in_list = [], False
+    for line in lines:
+        if line.startswith("- ") != in_list:
+            body.append("<ul>" if not in_list else "</ul>")
+            in_list = not in_list
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    body.append("</ul>" if in_list else "")
+    path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>diagnostics</title>'
+                    "<style>body{font-family:system-ui,sans-serif;margin:1.5em;max-width:70em;color:#222}li{margin:.2em 0}</style>"
+                    "</head><body>" + "".join(body) + "</body></html>\n", encoding="utf-8")

@@ -745,9 +745,9 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
                     else:
                         rec[c] = v
                         values[c] = round(v, TABLE_DECIMALS)
-                ranked = sorted(set(values.values()))
-                best = [c for c in cutoffs if len(values) >= 2 and values.get(c) == ranked[0]]
-                second = [c for c in cutoffs if len(values) >= 3 and len(ranked) > 1 and values.get(c) == ranked[1]]
+                best_set, second_set = rank_marks(values)
+                best = [c for c in cutoffs if c in best_set]
+                second = [c for c in cutoffs if c in second_set]
                 if has_base:
                     rec["baseline"] = extra.get(f"baseline_{column}", float("nan")) * factor
                 rec["best"], rec["second"] = " ".join(best), " ".join(second)
@@ -759,6 +759,18 @@ def relaxation_table(rows: pd.DataFrame) -> pd.DataFrame:
     for c in cutoffs:
         table[c] = table[c].astype(object)
     return table
+
+
+def rank_marks(values: Mapping[str, float]) -> tuple[set[str], set[str]]:
+    """The keys a table marks best (bold) and second (underlined), from values at the printed
+    precision (lower is better; NaN/inf never ranked): the best needs two values and a unique
+    lowest one, the second three values and a unique second-lowest one. A tie is marked for
+    neither place, so a bold value is always the one best."""
+    finite = {k: v for k, v in values.items() if math.isfinite(v)}
+    ranked = sorted(finite.values())
+    best = {k for k, v in finite.items() if len(finite) >= 2 and ranked and v == ranked[0] and ranked.count(v) == 1}
+    second = {k for k, v in finite.items() if best and len(finite) >= 3 and v == ranked[1] and ranked.count(v) == 1}
+    return best, second
 
 
 def _first_finite(rows: pd.DataFrame, columns: Sequence[str]) -> dict[str, Any]:
@@ -809,6 +821,59 @@ def _display_set(name: str) -> str:
     return {"val": "Val", "test": "Test"}.get(name, name)
 
 
+_HTML_STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;font-size:14px}th,td{padding:4px 10px}th{border-bottom:2px solid #444;text-align:left}
+td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}tr.break td{border-top:1px solid #999}
+caption{caption-side:bottom;text-align:left;max-width:60em;padding-top:.8em;color:#444;font-size:13px}"""
+
+
+def _md_cell_html(text: str) -> str:
+    """A Markdown table cell (``**best**``, ``<u>second</u>``) as HTML, everything else escaped."""
+    import html
+
+    bold = text.startswith("**") and text.endswith("**") and len(text) > 4
+    under = text.startswith("<u>") and text.endswith("</u>")
+    inner = text[2:-2] if bold else text[3:-4] if under else text
+    inner = html.escape(inner)
+    return f"<strong>{inner}</strong>" if bold else f"<u>{inner}</u>" if under else inner
+
+
+def write_html_table(path: Path, header: Sequence[str], md_rows: Sequence[Sequence[str]], group_breaks: set[int],
+                     caption: str, align: str) -> Path:
+    """A table as a small HTML page (the report shows it as a table, not a download): the
+    Markdown cells' marks as bold/underline, numbers right-aligned, a rule between groups and
+    the caption below."""
+    import html
+
+    cls = ['r' if a == 'r' else 'l' for a in align]
+    head = "".join(f'<th class="{c}">{html.escape(h)}</th>' for h, c in zip(header, cls))
+    rows = []
+    for i, row in enumerate(md_rows):
+        cells = "".join(f'<td class="{c}">{_md_cell_html(str(v))}</td>' for v, c in zip(row, cls))
+        opening = '<tr class="break">' if i in group_breaks else "<tr>"
+        rows.append(f"{opening}{cells}</tr>")
+    title = html.escape(Path(path).stem)
+    body = (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+    path.write_text(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+                    f"<style>{_HTML_STYLE}</style></head><body>{body}</body></html>\n", encoding="utf-8")
+    return path
+
+
+def write_frame_html(frame: pd.DataFrame, path: str | Path, caption: str, digits: int = 4) -> Path:
+    """A data table (a summary CSV) as an HTML page for the report: numbers to ``digits``
+    significant digits, empty cells for NaN, the caption below."""
+    def text(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if not math.isfinite(value) else f"{value:.{digits}g}"
+        return str(value)
+
+    header = [str(c) for c in frame.columns]
+    rows = [[text(v) for v in row] for row in frame.itertuples(index=False)]
+    align = "".join("r" if pd.api.types.is_numeric_dtype(frame[c]) else "l" for c in frame.columns)
+    return write_html_table(Path(path), header, rows, set(), caption, align)
+
+
 def write_table_files(
     stem: str | Path,
     csv: pd.DataFrame,
@@ -819,11 +884,14 @@ def write_table_files(
     caption: str,
     align: str,
 ) -> list[Path]:
-    """Write a table as ``stem.csv`` (``csv`` as is), ``stem.md`` (pipe table, caption below) and
-    ``stem.tex`` (a ``table`` float; ``\\hline`` before each row index in ``group_breaks``).
-    ``md_rows``/``tex_rows`` are the formatted cells; ``align`` has one ``l`` or ``r`` per column."""
+    """Write a table as ``stem.csv`` (``csv`` as is), ``stem.md`` (pipe table, caption below),
+    ``stem.tex`` (a ``table`` float; ``\\hline`` before each row index in ``group_breaks``) and
+    ``stem.html`` (the Markdown table as a page of its own, for the report: see
+    :func:`write_html_table`). ``md_rows``/``tex_rows`` are the formatted cells; ``align`` has
+    one ``l`` or ``r`` per column."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    write_html_table(stem.with_name(stem.name + ".html"), header, md_rows, group_breaks, caption, align)
     paths = [stem.with_name(stem.name + ext) for ext in (".csv", ".md", ".tex")]
     csv.to_csv(paths[0], index=False, lineterminator="\n")
     md = ["| " + " | ".join(header) + " |", "|" + "|".join(":--" if c == "l" else "--:" for c in align) + "|"]
@@ -838,6 +906,23 @@ def write_table_files(
     tex += [r"\hline", r"\end{tabular}", r"\caption{" + tex_escape(caption) + "}", r"\end{table}"]
     paths[2].write_text("\n".join(tex) + "\n", encoding="utf-8")
     return paths
+
+
+#: Cutoffs at or above this (eV/atom) select every step: the study's "no cutoff" (1e6).
+NO_CUTOFF = 1e5
+
+
+def cutoff_header(column: str) -> str:
+    """The header of a cutoff column: ``e_cut 0.01`` (eV/atom), ``e_cut 1e6 (none)`` for the
+    study's no-cutoff value; an alloy table's ``e_cut=<e>,<mode>`` reads ``e_cut <e> · <mode>``."""
+    from mlff2d.labels import SEP, number
+
+    ecut, _, mode = column.removeprefix("e_cut=").partition(",")
+    try:
+        text = f"e_cut {number(ecut)}" + (" (none)" if float(ecut) >= NO_CUTOFF else "")
+    except ValueError:
+        return column
+    return text + (f"{SEP}{mode}" if mode else "")
 
 
 def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Path]:
@@ -856,7 +941,7 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
     """
     cutoffs = _cutoff_columns(table)
     has_n, has_base = "n" in table.columns, "baseline" in table.columns
-    header = ["Set", "Model", *(["N"] if has_n else []), "", *[f"Cutoff = {c}" for c in cutoffs], *(["Baseline"] if has_base else [])]
+    header = ["Set", "Model", *(["N"] if has_n else []), "", *[cutoff_header(c) for c in cutoffs], *(["Baseline"] if has_base else [])]
     md_rows, tex_rows, breaks = [], [], set()
     prev: tuple[Any, Any] = (None, None)
     for i, (_, row) in enumerate(table.iterrows()):
@@ -868,11 +953,17 @@ def write_table(table: pd.DataFrame, stem: str | Path, caption: str) -> list[Pat
             breaks.add(i)
         prev = (row["set"], row["model"])
         base = [_number_text(row["baseline"], DASH)] if has_base else []
-        md_rows.append([set_text, model_text, *n_text, str(row["quantity"]),
+        quantity = f"{row['quantity']} ({row['unit']})" if "unit" in row and str(row["unit"]) else str(row["quantity"])
+        md_rows.append([set_text, model_text, *n_text, quantity,
                         *[_cell(row, c, ("**", "**"), ("<u>", "</u>"), DASH) for c in cutoffs], *base])
         tex_base = [_number_text(row["baseline"], "--")] if has_base else []
-        tex_rows.append([tex_escape(set_text), tex_escape(model_text), *n_text, tex_escape(str(row["quantity"])),
+        tex_rows.append([tex_escape(set_text), tex_escape(model_text), *n_text, tex_escape(quantity),
                          *[_cell(row, c, (r"\textbf{", "}"), (r"\underline{", "}"), "--") for c in cutoffs], *tex_base])
+    caption = caption.rstrip(".") + "." + (" Columns: the step-selection cutoff e_cut (eV/atom; 1e6: none, every step)."
+               " Bold: the best of a row, underlined: the second (a tie marks neither); – : the training or"
+               " relaxation failed (the reason is in diagnostics.md).")
+    if has_n:
+        caption += " N: structures in the set."
     if has_base:
         caption = caption.rstrip(".") + "." + (" Baseline: the composition baseline (energy per atom from per-element energies fitted on"
                     " the training split; area of the unrelaxed start structure); a value not below it adds nothing"

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mlff2d.evaluation import DASH, r2_text, tex_escape, write_table_files
+from mlff2d.evaluation import DASH, r2_text, rank_marks, tex_escape, write_frame_html, write_table_files
 from mlff2d.formation import error_stats, read_formation_energies
 from mlff2d.ptable import save_figure
 
@@ -51,7 +51,7 @@ MODELS = (
     ("baseline", "Composition only", "baseline"),
 )
 LABELS = {k: label for k, label, _ in MODELS}
-TABLE_SETS = ("test", "val")
+TABLE_SETS = ("val", "test")  # val above test, as in every table
 #: Table 6.2: the NequIP models on the validation set, MAE per cell.
 TABLE_6_2_MODELS = ("nequip_dft", "nequip_ml1", "nequip_ml2")
 TABLE_6_2_SETS = ("val",)
@@ -142,13 +142,8 @@ def collect(alloys: Sequence[tuple[str, str | Path]]) -> pd.DataFrame:
 
 
 def _ranks(values: dict[str, float]) -> tuple[set[str], set[str]]:
-    """Keys with the lowest and second-lowest value at the printed precision (best needs two
-    values, second three)."""
-    rounded = {k: round(v, DECIMALS) for k, v in values.items() if math.isfinite(v)}
-    ranked = sorted(set(rounded.values()))
-    best = {k for k, v in rounded.items() if len(rounded) >= 2 and v == ranked[0]}
-    second = {k for k, v in rounded.items() if len(rounded) >= 3 and len(ranked) > 1 and v == ranked[1]}
-    return best, second
+    """Best and second at the printed precision (:func:`mlff2d.evaluation.rank_marks`)."""
+    return rank_marks({k: round(v, DECIMALS) for k, v in values.items() if math.isfinite(v)})
 
 
 def table_4_8(
@@ -365,7 +360,9 @@ def write_report(alloys: Sequence[tuple[str, str | Path]], outdir: str | Path, s
     names = [a for a, _ in alloys]
     summary = collect(alloys)
     summary.to_csv(outdir / "formation_summary.csv", index=False, lineterminator="\n")
-    written = [outdir / "formation_summary.csv"]
+    written = [outdir / "formation_summary.csv",
+               write_frame_html(summary, outdir / "formation_summary.html", "Every formation-energy model, alloy and set: "
+                                "status, N, MAE and RMSE (meV/atom), MAE per cell (meV/cell), the CE lattice and unmapped structures.")]
     split_text = f" ({split} split)" if split else ""
     cap8 = ("MAE of the formation energy [meV/atom] on the validation and test sets" + split_text + ": cluster "
             "expansion (icet, cutoffs chosen by cross-validation on the training split and fitted on it only), an "

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlff2d.evaluation import compare_element_maps, relaxation_table, write_table
+from mlff2d.labels import model_label
+from mlff2d.evaluation import compare_element_maps, relaxation_table, write_frame_html, write_table
 
 TABLES = {"m3gnet": ("table_4_1", "M3GNet relaxation MAE"), "mace": ("table_4_2", "MACE relaxation MAE")}
 _POINT = re.compile(r"ecut~(?P<ecut>[^/]+)/lr~(?P<lr>[^/]+)/bs~(?P<bs>[^/]+)/?$")
@@ -50,7 +51,7 @@ def collect(points: Sequence[tuple[str, str | Path]], sets: Sequence[str], basel
         labels = point_labels(point)
         for relax_set in sets:
             status, summary = point_status(Path(point), relax_set)
-            rows.append({"family": family, **labels, "model": f"lr{labels['lr']}bs{labels['bs']}", "set": relax_set,
+            rows.append({"family": family, **labels, "model": model_label(lr=labels["lr"], bs=labels["bs"]), "set": relax_set,
                          "status": status, "point": str(point), **flat(summary)})
     if baseline_dir is not None:
         for relax_set in sets:
@@ -79,6 +80,8 @@ def write_relaxation_tables(points: Sequence[tuple[str, str | Path]], sets: Sequ
     summary = collect(points, sets, baseline_dir)
     summary.to_csv(outdir / "relaxation_summary.csv", index=False)
     written = [outdir / "relaxation_summary.csv"]
+    written.append(write_frame_html(summary, outdir / "relaxation_summary.html",
+                                    "Every evaluated model and set: status, N, energy (meV/atom) and area (Å²/atom) errors, FIRE steps."))
     base = baseline_by_set(summary)
     for family, (stem, caption) in TABLES.items():
         rows = summary[summary["family"] == family]
@@ -110,6 +113,17 @@ def baseline_by_set(summary: pd.DataFrame) -> pd.DataFrame | None:
     return out.reset_index(drop=True)
 
 
+def _note_figure(text: str, stem: Path) -> list[Path]:
+    """A figure that only says ``text`` (where a comparison cannot be drawn)."""
+    from matplotlib.figure import Figure
+
+    from mlff2d.ptable import save_figure
+
+    fig = Figure(figsize=(8, 2))
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=13)
+    return save_figure(fig, stem)
+
+
 def write_ptables(points: Sequence[tuple[str, str | Path]], sets: Sequence[str], baseline_dir: str | Path | None, outdir: str | Path) -> Path:
     """An index of every periodic-table map, and for each set the two best evaluated points
     (by validation energy MAE, preferring two families) side by side on one colour scale."""
@@ -120,7 +134,8 @@ def write_ptables(points: Sequence[tuple[str, str | Path]], sets: Sequence[str],
     ok = summary[(summary["status"] == "ok") & (summary["family"] != "baseline")]
     for _, row in summary[summary["status"] == "ok"].iterrows():
         evaluated = Path(row["point"]) if row["family"] == "baseline" else Path(row["point"]) / "relax" / row["set"]
-        lines.append(f"- {row['family']} {row['model']} ({row['set']}): {evaluated / 'elements.png'}")
+        name = "composition baseline" if row["family"] == "baseline" else model_label(row["family"], ecut=row["ecut"], lr=row["lr"], bs=row["bs"])
+        lines.append(f"- {name} ({row['set']} set): {evaluated / 'elements.png'}")
     ranking = ok[ok["set"] == ("val" if "val" in sets else sets[0])].sort_values("energy_mae")
     best = ranking.drop_duplicates("family").head(2)
     if len(best) < 2:
@@ -131,11 +146,15 @@ def write_ptables(points: Sequence[tuple[str, str | Path]], sets: Sequence[str],
         for relax_set in sets:
             files = [Path(p) / "relax" / relax_set / "per_element.csv" for p in (a["point"], b["point"])]
             if all(f.exists() for f in files):
-                labels = [f"{r['family']} {r['model']} ecut {r['ecut']}" for r in (a, b)]
-                paths = compare_element_maps(pd.read_csv(files[0]), pd.read_csv(files[1]), labels, outdir / f"compare_{relax_set}")
+                labels = [model_label(r["family"], ecut=r["ecut"], lr=r["lr"], bs=r["bs"]) for r in (a, b)]
+                paths = compare_element_maps(pd.read_csv(files[0]), pd.read_csv(files[1]), labels, outdir / f"compare_{relax_set}",
+                                             title=f"{relax_set} set: per-element relaxation MAE, the two best models")
                 lines.append(f"- {relax_set}: {paths[0].name} ({labels[0]} vs {labels[1]})")
     else:
         lines += ["", "Fewer than two evaluated models: no comparison yet."]
+    for relax_set in sets:  # the report shows one page per set: say why there is no comparison
+        if not (outdir / f"compare_{relax_set}.png").exists():
+            _note_figure(f"{relax_set} set: fewer than two evaluated models, no comparison", outdir / f"compare_{relax_set}")
     index = outdir / "index.md"
     index.write_text("\n".join(lines) + "\n")
     return index

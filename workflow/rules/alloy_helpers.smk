@@ -182,10 +182,14 @@ def alloy_table_outputs():
     outputs = []
     for name in expected_outputs(ALLOY_SPLITS):
         path = f"{ALLOYS}/tables/{name}"
-        if name.startswith("table_4_") and name.endswith(".csv"):  # the tables in the HTML report
-            path = report(path, caption="../report/alloy_tables.rst", category="Alloys (thesis 4.3)", labels={"table": name[:-4]})
+        if name.startswith("table_4_") and name.endswith(".html"):  # the tables in the HTML report
+            table, _, split = name[: -len(".html")].partition("_split~")
+            path = report(path, caption="../report/alloy_tables.rst", category=REPORT_CATEGORIES["alloys"],
+                          labels={"item": f"Table {table[6:].replace('_', '.')}, split {split}"})
         outputs.append(path)
-    return outputs
+    figures = report(directory(f"{ALLOYS}/figures"), patterns=["{name}.png", "{name}.html"], caption="../report/alloy_tables.rst",
+                     category=REPORT_CATEGORIES["alloys"], labels={"item": "{name}"})
+    return [*outputs, figures]
 
 
 def alloy_targets():

@@ -98,7 +98,7 @@ rule alloy_tables:
     params:
         args=alloy_report_args,
         tables=subpath(output[0], parent=True),
-        figures=f"{ALLOYS}/figures",
+        figures=subpath(output[-1]),
     conda:
         MAIN_ENV
     log:

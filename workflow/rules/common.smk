@@ -326,7 +326,9 @@ def evaluation_figures(model_dir, relax_set):
 
 def evaluation_title(wildcards):
     """Figure title of one model's evaluation, quoted for the shell."""
-    return shlex.quote(f"{wildcards.model.replace('~', ' ')}: {wildcards.relax_set}")
+    from mlff2d.labels import label_of
+
+    return shlex.quote(f"{label_of(wildcards.model)} · {wildcards.relax_set} set")
 
 
 #: Targets that collect what has finished when asked for alone (or together).

@@ -165,7 +165,7 @@ rule dataset_figures:
             directory(f"{DATA}/{{dataset}}/figures"),
             patterns=["{name}.png"],
             caption="../report/dataset_figures.rst",
-            category="Data",
+            category=REPORT_CATEGORIES["data"],
             labels={"dataset": "{dataset}", "figure": "{name}"},
         ),
     params:
@@ -206,7 +206,7 @@ rule alloy_energy_figure:
         png=report(
             f"{ALLOY_ENERGY_FIGURE}.png",
             caption="../report/dataset_figures.rst",
-            category="Data",
+            category=REPORT_CATEGORIES["data"],
             labels={"dataset": "alloys", "figure": "energy per atom per alloy"},
         ),
         pdf=f"{ALLOY_ENERGY_FIGURE}.pdf",

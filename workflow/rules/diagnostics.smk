@@ -11,6 +11,8 @@ rule diagnostics:
     output:
         md=f"{DIAGNOSTICS}.md",
         csv=f"{DIAGNOSTICS}.csv",
+        html=report(f"{DIAGNOSTICS}.html", caption="../report/diagnostics.rst", category=REPORT_CATEGORIES["campaign"],
+                    labels={"item": "diagnostics: what finished, what failed, what means less than it seems"}),
     params:
         args=diagnostics_args,
     conda:

@@ -16,6 +16,10 @@ envvars:
     "MLFF2D_NEQUIP",
 #: The MACE alloy-model mode that relaxes the structures of each NequIP input.
 FORMATION_MODES = {"ml1": "normal", "ml2": "transfer"}
+#: The formation models with a parity figure in every run (the external CE only with a user table).
+FORMATION_PARITY_MODELS = ["ce", "nequip_dft", "nequip_ml1", "nequip_ml2", "baseline"]
+FORMATION_MODEL_NAMES = {"ce": "cluster expansion", "nequip_dft": "NequIP (DFT-relaxed)", "nequip_ml1": "NequIP (ML 1, normal)",
+                         "nequip_ml2": "NequIP (ML 2, transfer)", "baseline": "composition only"}
 #: The fe_alloy wildcard: a configured alloy dataset.
 FE_ALLOY = "|".join(re.escape(a) for a in ALLOY_NAMES) or "none"
 

@@ -38,20 +38,21 @@ rule validation_curves:
         report(
             f"{UFF}/{{family}}/validation_curves.png",
             caption="../report/validation_curves.rst",
-            category="Sweeps",
-            labels={"family": "{family}", "figure": "validation curves"},
+            category=REPORT_CATEGORIES["sweeps"],
+            labels={"family": report_family, "figure": "validation curves"},
         ),
         f"{UFF}/{{family}}/validation_curves.pdf",
     params:
         points=sweep_point_args,
         stem=f"{UFF}/{{family}}/validation_curves",
+        title=curves_title,
     conda:
         MAIN_ENV
     log:
         f"{LOGS}/uff/{{family}}/validation_curves.log",
     shell:
         "mlff2d curves --points {params.points} --out {params.stem}"
-        " --title 'validation MAE, {wildcards.family} sweep' > {log} 2>&1"
+        " --title {params.title} > {log} 2>&1"
 
 
 rule sweep_m3gnet:

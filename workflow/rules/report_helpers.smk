@@ -1,0 +1,32 @@
+# The HTML report (`snakemake --report report.html`): its categories, in the study's words and
+# in the order of the study, and the label of every model page (mlff2d.labels).
+
+from mlff2d.labels import FAMILY_NAMES, label_of
+
+REPORT_CATEGORIES = {
+    "campaign": "1 · Campaign: what finished, what failed, diagnostics",
+    "data": "2 · Data (thesis 4.1)",
+    "sweeps": "3 · Universal sweeps (thesis 4.2)",
+    "relaxation": "4 · Relaxation test (thesis 4.1-4.2)",
+    "tables": "5 · Tables 4.1-4.2 and maps",
+    "alloys": "6 · Alloys: normal against transfer (thesis 4.3)",
+    "formation": "7 · Formation energies (thesis 4.4)",
+}
+
+
+def report_model(wildcards):
+    """A model page's name in the report: the model's label, not its path."""
+    return label_of(wildcards.model)
+
+
+def report_set(wildcards):
+    return f"{wildcards.relax_set} set"
+
+
+def report_family(wildcards):
+    return FAMILY_NAMES.get(wildcards.family, wildcards.family)
+
+
+def curves_title(wildcards):
+    """Title of a sweep's validation curves, quoted for the shell."""
+    return shlex.quote(f"{report_family(wildcards)} sweep: validation MAE per epoch")
