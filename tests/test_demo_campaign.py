@@ -19,6 +19,32 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+#: The outputs the README's table "Thesis figures and tables → outputs" lists, as globs below
+#: results/demo/ (tables by any of their files; the report shows the HTML one).
+README_OUTPUTS = [
+    "data/2d/figures/elements.png", "data/2d/figures/elements_ptable.png", "data/2d/figures/selected_steps_per_element.png",
+    "data/2d/figures/distributions.png", "uff/*/validation_curves.png", "tables/table_4_1.csv", "tables/table_4_2.csv",
+    "uff/*/ecut~*/lr~*/bs~*/relax/*/parity.png", "uff/*/ecut~*/lr~*/bs~*/relax/*/elements.png", "ptables/compare_*.png",
+    "uff/*/ecut~*/lr~*/bs~*/relax/*/spacegroup_mae.png", "uff/*/ecut~*/lr~*/bs~*/relax/*/error_distributions.png",
+    "uff/*/ecut~*/lr~*/bs~*/relax/*/element_frequency.png", "alloys/*/*/*/ecut~*/split~*/relax/*/parity.png",
+    "data/MoWS2/figures/distributions.png", "data/alloy_figures/energy_per_atom.png",
+    "alloys/tables/table_4_[457]_split~*.csv", "alloys/figures/normal_vs_transfer_*.png", "alloys/figures/learning_curve_*.png",
+    "alloys/figures/learning_curve_crossover.html", "formation/report/table_4_8.csv", "formation/report/table_4_9.csv",
+    "formation/report/table_6_2.csv", "formation/report/nequip_validation_curves.png", "formation/report/formation_distribution.png",
+    "formation/report/parity_*.png", "baseline/*/elements.png", "diagnostics.html", "tables/relaxation_summary.csv",
+]
+
+
+def report_items(report_html: str) -> dict[str, str]:
+    """Every item of a Snakemake HTML report: its results path and the MIME type it is shown as."""
+    import re
+
+    items = {}
+    for match in re.finditer(r'"(results/[^"]+)": \{"name": .*?"data_uri": "data:([^;]+);', report_html):
+        items[match.group(1)] = match.group(2)
+    return items
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "resources" / "demo" / "2d").is_dir(), reason="demo data not generated")
 def test_demo_campaign(tmp_path: Path) -> None:
@@ -203,7 +229,19 @@ def test_demo_campaign(tmp_path: Path) -> None:
     # one HTML report with every table and figure, captioned
     rep = subprocess.run([*cmd, "--report", str(tmp_path / "report.html")], capture_output=True, text=True, env=env, timeout=900)
     assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
-    assert (tmp_path / "report.html").stat().st_size > 100_000
+    items = report_items((tmp_path / "report.html").read_text(encoding="utf-8"))
+    for pattern in README_OUTPUTS:  # every table and figure the README lists is in the report
+        found = sorted(demo.glob(pattern))
+        assert found, f"the demo wrote nothing for {pattern}"
+        for path in found:
+            shown = path if path.suffix in (".png", ".html") else path.with_suffix(".html")
+            key = f"results/demo/{shown.relative_to(demo)}"
+            assert key in items, f"{key} is not in the report"
+    tables = {k: m for k, m in items.items() if "/tables/" in k or "/table_" in k or k.endswith("diagnostics.html")}
+    assert len(tables) >= 15 and all(m == "text/html" for m in tables.values()), tables  # rendered, not downloads
+    assert not any(m == "text/csv" for m in items.values())
+    landing = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "spec/thesis.md" not in landing and "results/&lt;campaign&gt;" not in landing and "results/demo/" in landing
 
     # a finished campaign moved or copied to another folder reruns nothing
     moved = tmp_path.parent / f"{tmp_path.name}_moved"

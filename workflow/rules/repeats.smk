@@ -21,15 +21,15 @@ rule repeat_table:
         repeat_summaries,
     output:
         report(
-            f"{RESULTS}/tables/repeats/{{table}}.csv",
+            f"{RESULTS}/tables/repeats/{{table}}.html",
             caption="../report/repeats.rst",
-            category="Tables",
-            labels={"table": "{table} (repeats)"},
+            category=REPORT_CATEGORIES["tables"],
+            labels={"table": "{table}: mean ± std over the split repeats"},
         ),
-        multiext(f"{RESULTS}/tables/repeats/{{table}}", ".md", ".tex"),
+        multiext(f"{RESULTS}/tables/repeats/{{table}}", ".csv", ".md", ".tex"),
     params:
         args=repeat_table_args,
-        stem=subpath(output[0], strip_suffix=".csv"),
+        stem=subpath(output[0], strip_suffix=".html"),
     wildcard_constraints:
         table="table_4_1|table_4_2|alloys",
     conda:

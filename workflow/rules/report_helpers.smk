@@ -11,6 +11,7 @@ REPORT_CATEGORIES = {
     "tables": "5 · Tables 4.1-4.2 and maps",
     "alloys": "6 · Alloys: normal against transfer (thesis 4.3)",
     "formation": "7 · Formation energies (thesis 4.4)",
+    "structure": "8 · Structure maps and novelty (beyond the thesis)",
 }
 
 

@@ -17,8 +17,8 @@ rule structure_map:
         png=report(
             f"{STRUCTURE_MAP}/map.png",
             caption="../report/structure_map.rst",
-            category="Structure maps",
-            labels={"dataset": "{dataset}", "split": "{split}", "figure": "SOAP map"},
+            category=REPORT_CATEGORIES["structure"],
+            labels={"model": "{dataset}, split {split}", "set": "train/val/test", "figure": "SOAP map"},
         ),
         pdf=f"{STRUCTURE_MAP}/map.pdf",
     params:
@@ -49,17 +49,17 @@ rule novelty:
         png=report(
             f"{RESULTS}/{{model}}/relax/{{relax_set}}/novelty.png",
             caption="../report/novelty.rst",
-            category="Structure maps",
-            subcategory="{model}",
-            labels={"model": "{model}", "set": "{relax_set}", "figure": "error vs novelty"},
+            category=REPORT_CATEGORIES["structure"],
+            subcategory=report_model,
+            labels={"model": report_model, "set": report_set, "figure": "error vs novelty"},
         ),
         pdf=f"{RESULTS}/{{model}}/relax/{{relax_set}}/novelty.pdf",
         map_png=report(
             f"{RESULTS}/{{model}}/relax/{{relax_set}}/error_map.png",
             caption="../report/novelty.rst",
-            category="Structure maps",
-            subcategory="{model}",
-            labels={"model": "{model}", "set": "{relax_set}", "figure": "SOAP map, energy error"},
+            category=REPORT_CATEGORIES["structure"],
+            subcategory=report_model,
+            labels={"model": report_model, "set": report_set, "figure": "SOAP map, energy error"},
         ),
         map_pdf=f"{RESULTS}/{{model}}/relax/{{relax_set}}/error_map.pdf",
     params:
@@ -78,7 +78,9 @@ rule novelty_table:
     input:
         novelty_summaries,
     output:
-        report(f"{RESULTS}/tables/novelty.csv", caption="../report/novelty.rst", category="Tables", labels={"table": "error vs novelty"}),
+        csv=f"{RESULTS}/tables/novelty.csv",
+        html=report(f"{RESULTS}/tables/novelty.html", caption="../report/novelty.rst", category=REPORT_CATEGORIES["structure"],
+                    labels={"model": "all models", "set": "val and test", "figure": "error against novelty (Spearman)"}),
     params:
         summaries=novelty_args,
     conda:
@@ -86,4 +88,4 @@ rule novelty_table:
     log:
         f"{LOGS}/novelty_table.log",
     shell:
-        "mlff2d novelty-table --summaries {params.summaries} --out {output} > {log} 2>&1"
+        "mlff2d novelty-table --summaries {params.summaries} --out {output.csv} > {log} 2>&1"
