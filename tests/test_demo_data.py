@@ -108,12 +108,13 @@ def test_every_val_test_element_is_in_ten_training_materials(ingested: tuple[pd.
     occurs in at least 10 training materials: what lets a small model generalise."""
     import yaml
 
+    from mlff2d.config import split_ratios
     from mlff2d.split import split_materials
 
     _, frames, _ = ingested
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     first = frames[(frames["step"] == 0) & frames["material_id"].str.startswith("demo-2d-")].set_index("material_id")
-    split = split_materials(list(first.index), config["splits"]["80-10-10"], config["seed"]).set_index("material_id")["split"]
+    split = split_materials(list(first.index), split_ratios(config, "80-10-10"), config["seed"]).set_index("material_id")["split"]
     elements = {m: _elements(first.loc[m, "numbers"]) for m in first.index}
     in_train = pd.Series([e for m, es in elements.items() if split[m] == "train" for e in es]).value_counts()
     needed = {e for m, es in elements.items() if split[m] != "train" for e in es}

@@ -80,9 +80,11 @@ def test_diagnose_writes_every_warning(tmp_path: Path) -> None:
     assert set(frame["model"]) == {"uff/bad"}
     assert sorted(frame["check"].value_counts().items()) == [
         ("not_better_than_baseline", 3), ("stopped_at_step_0", 2), ("validation_force_not_falling", 1)]
-    md, csv = write_diagnostics(frame, 2, tmp_path / "diagnostics.md", tmp_path / "diagnostics.csv")
+    md, csv, html = write_diagnostics(frame, 2, tmp_path / "diagnostics.md", tmp_path / "diagnostics.csv")
     text = md.read_text()
     assert "6 warnings for 1 of 2 models" in text and text.count("- WARNING uff/bad:") == 6
+    page = html.read_text()  # the report's page: the same warnings, as HTML
+    assert page.count("<li>WARNING uff/bad:") == 6 and "<h2>Not better than the baseline (3)</h2>" in page
     assert len(pd.read_csv(csv)) == 6
     clean = write_diagnostics(diagnose([(good, base)], ["val", "test"], tmp_path), 1, tmp_path / "ok.md", tmp_path / "ok.csv")
     assert "No warnings for 1 models" in clean[0].read_text()

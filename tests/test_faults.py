@@ -350,3 +350,40 @@ def test_a_diverged_point_is_a_dash_and_never_the_transfer_source(tmp_path: Path
 
     source = resolve_transfer_source([sweep / "lr~50" / "bs~4", sweep / "lr~0.003" / "bs~4"], "best")
     assert source["label"] == "ecut~1e6/lr~0.003/bs~4"
+
+
+def test_a_write_cut_short_leaves_no_relaxation_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill or a full disk inside the Parquet write: the records file is absent, never half written."""
+    from mlff2d import relax
+
+    def cut_short(table: Any, where: Any, **kwargs: Any) -> None:
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(relax.pq, "write_table", cut_short)
+    out = tmp_path / "records.parquet"
+    with pytest.raises(OSError, match="No space left"):
+        relax.write_records([], out)
+    assert not out.exists()
+
+
+def test_m3gnet_recorder_keeps_a_nan_prediction(tmp_path: Path) -> None:
+    """One structure predicted NaN among finite ones: the epoch's MAE is NaN (not the MAE of the
+    rest), so the divergence test sees it."""
+    import torch
+    from types import SimpleNamespace
+
+    from mlff2d.families import m3gnet
+
+    recorder = m3gnet._epoch_recorder(tmp_path)
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src=0: x),
+                              save_checkpoint=lambda path, weights_only=False: Path(path).write_bytes(b""))
+    recorder.on_train_start(trainer, None)
+    recorder.on_train_epoch_start(trainer, None)
+    e_true, f_true, s_true = torch.zeros(2), torch.zeros(6, 3), torch.zeros(2, 3, 3)
+    e_pred = torch.tensor([0.1, float("nan")])
+    outputs = {"preds": (e_pred, f_true, s_true), "labels": (e_true, f_true, s_true), "num_atoms": torch.tensor([3, 3])}
+    recorder.on_validation_batch_end(trainer, None, outputs, None, 0)
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1 \(energy_mae_meV_per_atom = nan\)"):
+        recorder.on_train_epoch_end(trainer, None)
+    assert pd.read_csv(tmp_path / "metrics.csv")["energy_mae_meV_per_atom"].isna().all()

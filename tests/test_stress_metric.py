@@ -68,7 +68,7 @@ def test_m3gnet_recorder_and_metrics_csv(tmp_path: Path) -> None:
     from mlff2d.families import m3gnet
 
     recorder = m3gnet._epoch_recorder(tmp_path)
-    trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True,
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src=0: x),
                               save_checkpoint=lambda path, weights_only=False: Path(path).write_text("ckpt"))
     recorder.on_train_start(trainer, None)
     recorder.on_train_epoch_start(trainer, None)

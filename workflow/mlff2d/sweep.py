@@ -87,6 +87,9 @@ def train_point(
         status = {"status": "failed", "reason": failure_reason(exc), "traceback": traceback.format_exc()}
         if not (outdir / "metrics.csv").exists():
             pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
+        elif not isinstance(exc, TrainingDiverged):  # e.g. a distributed run whose worker stopped at a divergence
+            shown = diverged_at(pd.read_csv(outdir / "metrics.csv").to_dict("records"), params.get("divergence_factor"))
+            status["reason"] = shown or status["reason"]
     if (outdir / RESUME_FILE).exists():
         status["resume"] = json.loads((outdir / RESUME_FILE).read_text())
     status["wall_time_s"] = round(time.time() - start, 3)

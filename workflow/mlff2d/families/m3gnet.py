@@ -245,6 +245,11 @@ def _loaders(
     return train, val
 
 
+def _worker_process() -> bool:
+    """A DDP worker rank (> 0), started by Lightning before or within training."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or _rank_and_world()[0] > 0
+
+
 def _rank_and_world() -> tuple[int, int]:
     """(rank, world size) of this process in a running DDP training, else (0, 1)."""
     import torch.distributed as dist
@@ -335,13 +340,18 @@ def _epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any
                 s_p = s_pred.detach().double().reshape(-1, 3, 3)
                 s_t = s_true.double().reshape(-1, 3, 3)
                 ds = torch.stack([(s_p[:, i, j] - s_t[:, i, j]) for i, j in IN_PLANE_3X3], dim=1).abs()
-                for k, d in enumerate((de, df, ds)):
-                    d = d[~torch.isnan(d)]
+                s_l = torch.stack([s_t[:, i, j] for i, j in IN_PLANE_3X3], dim=1)
+                # labels without a value (NaN) are left out; a NaN prediction is kept, so it shows
+                for k, (d, label) in enumerate(((de, e_true.reshape(-1)), (df, f_true), (ds, s_l))):
+                    d = d[~torch.isnan(label.double())]
                     self.sums[k] += float(d.sum())
                     self.counts[k] += d.numel()
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if not trainer.is_global_zero:  # DDP: rank 0 writes; every rank joins the checkpoint's barrier
+            if not trainer.is_global_zero:  # DDP: rank 0 decides and writes; every rank joins its barriers
+                reason = trainer.strategy.broadcast(None, src=0)
+                if reason:
+                    raise divergence.TrainingDiverged(reason)
                 trainer.save_checkpoint(self.ckpt_path.with_name(".last.ckpt.tmp"), weights_only=False)
                 return
             mae = np.divide(self.sums, self.counts, out=np.full(3, np.nan), where=self.counts > 0)
@@ -363,7 +373,9 @@ def _epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any
             done = epoch - (self.first_epoch or 0)
             eta = eta_seconds(time.perf_counter() - self.run_start, done, trainer.max_epochs - epoch)
             logger.info("%s", epoch_line(epoch, trainer.max_epochs, self.rows[-1], self.rows[-1]["time_s"], eta))
-            self.guard.check(epoch, {c: self.rows[-1][c] for c in divergence.WATCHED})
+            reason = trainer.strategy.broadcast(self.guard.reason(epoch, {c: self.rows[-1][c] for c in divergence.WATCHED}), src=0)
+            if reason:  # every rank stops (a DDP worker would wait in the checkpoint's barrier)
+                raise divergence.TrainingDiverged(reason)
             checkpoints.save_keeping_previous(lambda tmp: trainer.save_checkpoint(tmp, weights_only=False), self.ckpt_path)
 
     return EpochRecorder()
@@ -496,7 +508,8 @@ def train(
     )
     last = outdir / "checkpoints" / "last.ckpt"
     ckpt, notes = checkpoints.first_readable([last, checkpoints.previous_path(last)])
-    checkpoints.record_resume(outdir, ckpt, notes)
+    if not _worker_process():  # rank 0 has set aside what the workers no longer see
+        checkpoints.record_resume(outdir, ckpt, notes)
     if ckpt is not None:
         logger.info("resuming %s from %s", outdir, ckpt)
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)

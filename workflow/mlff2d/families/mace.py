@@ -396,6 +396,9 @@ def _resume_checkpoint(outdir: Path, tag: str) -> bool:
     found = [(int(m.group(1)), bool(m.group(2)), p) for p in (folder.iterdir() if folder.is_dir() else [])
              if (m := pattern.match(p.name))]
     ckpt, notes = checkpoints.first_readable([p for *_, p in sorted(found, reverse=True)])
+    if ckpt is not None and ckpt.name.endswith("_swa.pt"):  # MACE reloads stage one's newest at the end too
+        _, more = checkpoints.first_readable([p for _, swa, p in sorted(found, reverse=True) if not swa and p.exists()])
+        notes += more
     results = outdir / "mace" / "results" / f"{tag}_train.txt"
     if ckpt is None and notes and results.exists():
         results.replace(results.with_name(results.name + ".before-fresh-start"))
@@ -403,14 +406,19 @@ def _resume_checkpoint(outdir: Path, tag: str) -> bool:
     return ckpt is not None
 
 
-def read_metrics(results_file: str | Path) -> pd.DataFrame:
-    """``metrics.csv`` rows from MACE's per-epoch JSON lines (``"mode": "eval"``)."""
+def read_metrics(results_file: str | Path, max_epochs: int | None = None) -> pd.DataFrame:
+    """``metrics.csv`` rows from MACE's per-epoch JSON lines (``"mode": "eval"``); with
+    ``max_epochs``, rows of later epochs (left by an earlier, longer run) are dropped."""
     rows: dict[int, list[Any]] = {}
     previous_time: float | None = None
     path = Path(results_file)
     lines = path.read_text().splitlines() if path.exists() else []
-    for line in lines:
-        record = json.loads(line)
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short (a kill, a full disk): the epochs before it count
+            logging.getLogger(__name__).warning("%s: line %d is not JSON, skipped", path, number)
+            continue
         if record.get("mode") != "eval":
             continue
         wall = record.get("wall_time")
@@ -426,7 +434,7 @@ def read_metrics(results_file: str | Path) -> pd.DataFrame:
                 elapsed,
             ]
         previous_time = wall
-    return pd.DataFrame([rows[e] for e in sorted(rows)], columns=METRIC_COLUMNS)
+    return pd.DataFrame([rows[e] for e in sorted(rows) if max_epochs is None or e <= max_epochs], columns=METRIC_COLUMNS)
 
 
 def train(
@@ -487,9 +495,9 @@ def train(
         if int(devices) > 1:
             _run_distributed(settings, restart, freeze, int(devices), outdir / "mace", factor)
         else:
-            _run_mace(settings, restart, freeze, factor, read_metrics(results).to_dict("records"))
+            _run_mace(settings, restart, freeze, factor, read_metrics(results, int(p["epochs"])).to_dict("records"))
     finally:  # also for a diverged or failed run: metrics.csv shows its epochs
-        read_metrics(results).to_csv(outdir / "metrics.csv", index=False)
+        read_metrics(results, int(p["epochs"])).to_csv(outdir / "metrics.csv", index=False)
 
     stage_two = model_dir / f"{p['name']}_stagetwo.model"
     final = stage_two if stage_two.is_file() else model_dir / f"{p['name']}.model"
