@@ -94,6 +94,7 @@ def write_config(workdir: Path, **families: dict[str, object]) -> None:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["data"]["sources"][0]["path"] = str(workdir / "alexandria" / "*.json.bz2")
     config.pop("alloys", None)
+    config.pop("repeats", None)  # the study's repeat points are not in this grid
     uff_families = {"m3gnet": {"grid": {"e_cut": [1000000.0], "lr": [0.001], "batch_size": [4]}, "params": TINY_M3GNET,
                                "resources": {"gpu": 0, "cpus": 1, "mem_mb": 2000, "runtime": 10}},
                     "mace": {"enabled": False}}

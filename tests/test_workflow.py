@@ -40,6 +40,8 @@ def campaign_dir(tmp_path: Path, n_materials: int, alloys: int = 0, **overrides:
     if not alloys:
         config["alloys"]["datasets"] = []
     config.update(overrides)
+    if "uff" in overrides and "repeats" not in overrides:
+        config.pop("repeats", None)  # the study's repeat points are not in a grid of the test's own
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
@@ -110,11 +112,12 @@ def test_bad_config_stops_with_key(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_data_pipeline_end_to_end(tmp_path: Path) -> None:
     work = campaign_dir(
-        tmp_path, 40, alloys=10, campaign="e2e", selection={"e_cuts": [0.01, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
+        tmp_path, 40, alloys=10, campaign="e2e", selection={"e_cuts": [0.01, 0.02, 1000000.0]}, splits={"80-10-10": [0.8, 0.1, 0.1]},
         uff={"split": "80-10-10"}, export={"families": ["nequip"]},
     )
     cfg = yaml.safe_load((work / "config" / "config.yaml").read_text())
     cfg["alloys"].update(datasets=cfg["alloys"]["datasets"][:2], e_cuts=[1000000.0], splits=["80-10-10"])
+    cfg["alloys"]["learning_curve"]["split"] = "80-10-10"  # a configured alloy split (checked at parse time)
     for family in cfg["alloys"]["families"].values():  # the study's per-family cutoffs and splits -> these
         family.update(e_cuts=None, splits=None)
     (work / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
