@@ -14,7 +14,7 @@ from mlff2d.repeats import mean_std, rank_with_spread, write_repeats
 def _summary(directory: Path, relax_set: str, energy: float, area: float) -> Path:
     f = directory / "relax" / relax_set / "summary.json"
     f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps({"n_evaluated": 5, "energy_mae": energy, "area_mae": area}))
+    f.write_text(json.dumps({"n_evaluated": 5, "energy": {"mae": energy}, "area": {"mae": area}}))  # as evaluate writes it
     return directory
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mlff2d.evaluation import TABLE_DECIMALS, TABLE_QUANTITIES, tex_escape, write_table_files
+from mlff2d.report import flat
 
 UNITS = {"Energy": "meV/atom", "Area": "Å²/atom × 100"}
 
@@ -53,7 +54,7 @@ def collect_repeats(models: Sequence[tuple[str, str, str | Path]], sets: Sequenc
     for row, column, model in models:
         for relax_set in sets:
             f = Path(model) / "relax" / relax_set / "summary.json"
-            summary = json.loads(f.read_text()) if f.exists() else {}
+            summary = flat(json.loads(f.read_text())) if f.exists() else {}  # energy: {mae: ...} -> energy_mae
             ok = summary.get("n_evaluated", 0) > 0
             records.append({"set": relax_set, "model": row, "column": column, "dir": str(model),
                             **{q: float(summary.get(q, math.nan)) if ok else math.nan for _, q, _ in TABLE_QUANTITIES}})

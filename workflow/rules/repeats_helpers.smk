@@ -32,7 +32,7 @@ def alloy_repeat_models():
             continue
         instances = SPLIT_INSTANCES[m["split"]]
         if len(instances) > 1:
-            row = f"{m['family']} {m['dataset']} ecut {m['ecut']} {m['split']}"
+            row = model_label(m["family"], dataset=m["dataset"], ecut=m["ecut"], split=m["split"])
             out.append((row, m["mode"], [ALLOY_MODEL.format(**{**m, "split": s}) for s in instances]))
     return out
 
@@ -55,9 +55,9 @@ def repeat_table_args(wildcards):
         models = []
         for label, dirs in uff_repeat_models(family):
             ecut, lr, bs = (part.split("~", 1)[1] for part in label.split("/"))
-            models += [f"lr{lr}bs{bs}::{ecut}={d}" for d in dirs]
-        sets, title, caption = RELAX_SETS, "Cutoff =", f"{family} relaxation MAE: mean ± std over split repeats"
-    return f"--models {' '.join(models)} --sets {' '.join(sets)} --column-title {shlex.quote(title)} --caption {shlex.quote(caption)}"
+            models += [f"{model_label(lr=lr, bs=bs)}::{ecut}={d}" for d in dirs]
+        sets, title, caption = RELAX_SETS, "e_cut", f"{FAMILY_NAMES[family]} relaxation MAE: mean ± std over split repeats"
+    return f"--models {' '.join(map(shlex.quote, models))} --sets {' '.join(sets)} --column-title {shlex.quote(title)} --caption {shlex.quote(caption)}"
 
 
 #: Repeat table name -> family (the tables 4.1/4.2 stems of mlff2d.report), for the universal sweeps.
