@@ -125,7 +125,7 @@ def test_data_parallel_training_on_two_cpu_processes(tmp_path: Path, mows2: tupl
     train_config = (out / "config.yaml").read_text()
     assert "SimpleDDPStrategy" in train_config and "devices: 2" in train_config
     assert (out / "run" / "train_ddp_process_1.log").exists()  # a second rank really ran
-    assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [0, 1, 2]
+    assert list(pd.read_csv(out / "metrics.csv")["epoch"]) == [1, 2, 3]
     pred = pd.read_csv(out / "predictions.csv", dtype={"material_id": str})
     assert sorted(pred["material_id"]) == sorted(pd.read_csv(fe, dtype={"material_id": str})["material_id"])
     assert np.isfinite(pred["predicted_per_atom_eV"]).all()

@@ -289,4 +289,5 @@ def test_all_asks_for_the_thesis_figures_and_tables(tmp_path: Path) -> None:
     assert {"results/thesis/data/alloys/figures", "results/thesis/data/alloy_figures/energy_per_atom.png",
             "results/thesis/formation/report/table_6_2.csv"} <= wanted
     assert text.count("rule alloy_energy_figure:") == 1 and text.count("rule dataset_figures:") == 2  # 2d and alloys
-    assert text.count("rule train_elements:") == 1 + 10 * 2  # 2d (uff split) and 10 alloy datasets x 2 splits
+    # one per split instance: 2d (the uff split 90-5-5, 3 repeats) and 10 alloy datasets x (90-5-5 x 3 + 80-10-10)
+    assert text.count("rule train_elements:") == 3 + 10 * (3 + 1)
