@@ -63,7 +63,7 @@ rule evaluate_relaxation:
             caption="../report/parity.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "parity"},
+            labels=report_labels("parity"),
         ),
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/parity.pdf",
         report(
@@ -71,7 +71,7 @@ rule evaluate_relaxation:
             caption="../report/elements.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "per-element MAE"},
+            labels=report_labels("per-element MAE"),
         ),
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/elements.pdf",
         report(
@@ -79,7 +79,7 @@ rule evaluate_relaxation:
             caption="../report/error_distributions.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "error distributions"},
+            labels=report_labels("error distributions"),
         ),
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/error_distributions.pdf",
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/spacegroups.csv",
@@ -88,7 +88,7 @@ rule evaluate_relaxation:
             caption="../report/spacegroup_mae.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "energy MAE per space group"},
+            labels=report_labels("energy MAE per space group"),
         ),
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/spacegroup_mae.pdf",
         report(
@@ -96,7 +96,7 @@ rule evaluate_relaxation:
             caption="../report/element_frequency.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "per-element MAE against training frequency"},
+            labels=report_labels("per-element MAE against training frequency"),
         ),
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/element_frequency.pdf",
     params:
@@ -124,7 +124,7 @@ rule baseline:
             caption="../report/baseline.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory="composition baseline",
-            labels={"model": "composition baseline", "set": report_set, "figure": "parity"},
+            labels=report_labels("parity", "composition baseline"),
         ),
         f"{RESULTS}/baseline/{{relax_set}}/parity.pdf",
         report(
@@ -132,7 +132,7 @@ rule baseline:
             caption="../report/baseline.rst",
             category=REPORT_CATEGORIES["relaxation"],
             subcategory="composition baseline",
-            labels={"model": "composition baseline", "set": report_set, "figure": "per-element MAE"},
+            labels=report_labels("per-element MAE", "composition baseline"),
         ),
         f"{RESULTS}/baseline/{{relax_set}}/elements.pdf",
     params:

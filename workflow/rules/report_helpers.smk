@@ -31,3 +31,22 @@ def report_family(wildcards):
 def curves_title(wildcards):
     """Title of a sweep's validation curves, quoted for the shell."""
     return shlex.quote(f"{report_family(wildcards)} sweep: validation MAE per epoch")
+
+
+def report_labels(figure, model=None):
+    """The labels of a model's figure (Snakemake wants them as one function returning a dict of
+    strings): the model's label (or ``model``), its set and the figure."""
+
+    def labels(wildcards):
+        return {"model": model or report_model(wildcards), "set": report_set(wildcards), "figure": figure}
+
+    return labels
+
+
+def report_family_labels(figure):
+    """The labels of a family's figure: the family's name and the figure."""
+
+    def labels(wildcards):
+        return {"family": report_family(wildcards), "figure": figure}
+
+    return labels

@@ -51,7 +51,7 @@ rule novelty:
             caption="../report/novelty.rst",
             category=REPORT_CATEGORIES["structure"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "error vs novelty"},
+            labels=report_labels("error vs novelty"),
         ),
         pdf=f"{RESULTS}/{{model}}/relax/{{relax_set}}/novelty.pdf",
         map_png=report(
@@ -59,7 +59,7 @@ rule novelty:
             caption="../report/novelty.rst",
             category=REPORT_CATEGORIES["structure"],
             subcategory=report_model,
-            labels={"model": report_model, "set": report_set, "figure": "SOAP map, energy error"},
+            labels=report_labels("SOAP map, energy error"),
         ),
         map_pdf=f"{RESULTS}/{{model}}/relax/{{relax_set}}/error_map.pdf",
     params:

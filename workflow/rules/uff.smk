@@ -39,7 +39,7 @@ rule validation_curves:
             f"{UFF}/{{family}}/validation_curves.png",
             caption="../report/validation_curves.rst",
             category=REPORT_CATEGORIES["sweeps"],
-            labels={"family": report_family, "figure": "validation curves"},
+            labels=report_family_labels("validation curves"),
         ),
         f"{UFF}/{{family}}/validation_curves.pdf",
     params:
