@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 
 from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
+from mlff2d.labels import FAMILY_NAMES
 from mlff2d.report import flat, point_status
 
-FAMILY_NAMES = {"m3gnet": "M3GNet", "mace": "MACE", "nequip": "NequIP"}
 COMBINED = "alloys"
 _MODEL = re.compile(
     r"alloys/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>normal|transfer)/ecut~(?P<ecut>[^/]+)"

@@ -152,6 +152,7 @@ def _write_html(lines: Sequence[str], path: Path) -> None:
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
     body.append("</ul>" if in_list else "")
-    path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>diagnostics</title>'
-                    "<style>body{font-family:system-ui,sans-serif;margin:1.5em;max-width:70em;color:#222}li{margin:.2em 0}</style>"
-                    "</head><body>" + "".join(body) + "</body></html>\n", encoding="utf-8")
+    from mlff2d.evaluation import write_html_page
+
+    write_html_page(path, "diagnostics", "".join(body),
+                    "body{font-family:system-ui,sans-serif;margin:1.5em;max-width:70em;color:#222}li{margin:.2em 0}")

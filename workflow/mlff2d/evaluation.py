@@ -852,12 +852,18 @@ def write_html_table(path: Path, header: Sequence[str], md_rows: Sequence[Sequen
         cells = "".join(f'<td class="{c}">{_md_cell_html(str(v))}</td>' for v, c in zip(row, cls))
         opening = '<tr class="break">' if i in group_breaks else "<tr>"
         rows.append(f"{opening}{cells}</tr>")
-    title = html.escape(Path(path).stem)
     body = (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
-    path.write_text(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-                    f"<style>{_HTML_STYLE}</style></head><body>{body}</body></html>\n", encoding="utf-8")
-    return path
+    return write_html_page(path, Path(path).stem, body, _HTML_STYLE)
+
+
+def write_html_page(path: Path, title: str, body: str, style: str) -> Path:
+    """A self-contained HTML page (the report shows it inline): ``body`` as given, ``title`` escaped."""
+    import html
+
+    Path(path).write_text(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                          f"<style>{style}</style></head><body>{body}</body></html>\n", encoding="utf-8")
+    return Path(path)
 
 
 def write_frame_html(frame: pd.DataFrame, path: str | Path, caption: str, digits: int = 4) -> Path:

@@ -247,7 +247,9 @@ def _loaders(
 
 def _worker_process() -> bool:
     """A DDP worker rank (> 0), started by Lightning before or within training."""
-    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or _rank_and_world()[0] > 0
+    from mlff2d.sweep import worker_rank
+
+    return worker_rank() or _rank_and_world()[0] > 0
 
 
 def _rank_and_world() -> tuple[int, int]:
