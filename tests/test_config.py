@@ -155,7 +155,7 @@ def test_every_cli_option_has_help_and_every_stage_a_description() -> None:
 
     from mlff2d import __version__
     from mlff2d.cli import build_parser
-    from mlff2d.families import FAMILY_MODULES
+    from mlff2d.families import family_names
 
     parser = build_parser()
     stages = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -165,7 +165,7 @@ def test_every_cli_option_has_help_and_every_stage_a_description() -> None:
         for action in stage._actions:
             assert action.help, f"mlff2d {name} {action.option_strings or action.dest} has no help"
     family = next(a for a in stages["train"]._actions if "--family" in a.option_strings)
-    assert sorted(family.choices) == sorted(FAMILY_MODULES)
+    assert sorted(family.choices) == sorted(family_names())
     with pytest.raises(SystemExit):
         parser.parse_args(["--version"])
     assert __version__

@@ -406,9 +406,9 @@ COMMON_HELP = {
 
 def _families() -> list[str]:
     """The trainable model families (the CLI's choices)."""
-    from mlff2d.families import FAMILY_MODULES
+    from mlff2d.families import family_names
 
-    return sorted(FAMILY_MODULES)
+    return family_names()
 
 
 def _stage(sub: Any, name: str, help: str) -> argparse.ArgumentParser:

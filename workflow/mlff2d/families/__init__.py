@@ -20,16 +20,26 @@ Each family module (``mlff2d.families.<name>``) provides:
   relaxation engine (:mod:`mlff2d.batched_relax`). A family without one is relaxed through its
   calculator, one structure at a time.
 
-Adding a family means one new module here plus its block in the config.
+Each family module also declares its :class:`FamilySpec` as ``SPEC``: its name, label, the
+export format it trains on, the environment it runs in, its table ids and its schema defaults.
+The registry (:data:`REGISTRY`, filled by :func:`discover` from every module of this package
+that has a ``SPEC``) is what the schema's family blocks, the wildcard constraints, the CLI
+choices, the sweep targets (``sweep_<family>``), the table numbering and the alloy and
+transfer consumers read. Adding a family means one new module here plus its block in the
+config; :func:`register` adds one from elsewhere (a plug-in, a test).
+
+The family modules import their heavy packages (torch, matgl, mace, nequip, quippy) inside the
+functions, so reading ``SPEC`` and ``DEFAULTS`` is cheap.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-FAMILY_MODULES = {"m3gnet": "mlff2d.families.m3gnet", "mace": "mlff2d.families.mace"}
 METRIC_COLUMNS = ["epoch", "energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae", "stress_unit", "time_s"]
 #: The in-plane stress components of the validation stress MAE, as (row, column) of the 3×3
 #: stress: xx, yy and xy, each once (yx is xy again). Every family's metrics.csv uses them.
@@ -59,11 +69,101 @@ def in_plane_stress_mae(delta: Any, to_gpa: float = 1.0) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the campaign needs to know of a model family, without importing its packages.
+
+    Attributes:
+        name: the config key, ``{family}`` wildcard value and CLI choice (``mace``).
+        label: its name in tables and figures (``MACE``).
+        module: the module with ``DEFAULTS``, ``train``, ``calculator`` (and optionally
+            ``batch_evaluator``); set by :func:`discover` for the modules of this package.
+        export_format: the training-file format it reads (a format of :mod:`mlff2d.export`).
+        env: the environment (``envs/<env>.yml``, ``.venv/<env>``) its trainings and
+            relaxations run in.
+        table: the stem of its universal relaxation table (thesis: ``table_4_1`` for M3GNet).
+        alloy_table: the stem of its per-alloy table (thesis: ``table_4_4`` for M3GNet).
+        table_title: the title of its universal table.
+        transfer: whether a trained model can be fine-tuned (``train(init_model=...)``); a
+            family without it trains alloy models in normal mode only.
+        epochs: whether it trains in epochs (metrics.csv one row per epoch); a one-shot fit
+            (a kernel model) writes one row, the validation errors of the fitted model.
+        sweep_default: its default ``uff.families.<name>`` block (grid and params); None: swept
+            only where a config names it.
+        alloy_default: defaults of its ``alloys.families.<name>`` block (``enabled``,
+            ``e_cuts``, ``splits``, ``normal``/``transfer`` lr and batch size).
+        description: one line for the schema.
+    """
+
+    name: str
+    label: str
+    export_format: str
+    module: str = ""
+    env: str = "main"
+    table: str = ""
+    alloy_table: str = ""
+    table_title: str = ""
+    transfer: bool = True
+    epochs: bool = True
+    sweep_default: dict[str, Any] | None = None
+    alloy_default: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # derived names for families the thesis has no table for
+        object.__setattr__(self, "table", self.table or f"table_{self.name}")
+        object.__setattr__(self, "alloy_table", self.alloy_table or f"table_alloys_{self.name}")
+        object.__setattr__(self, "table_title", self.table_title or f"{self.label} relaxation MAE")
+
+
+#: Every known family by name, in registration order (M3GNet and MACE first, as the thesis).
+REGISTRY: dict[str, FamilySpec] = {}
+
+
+def register(spec: FamilySpec) -> FamilySpec:
+    """Add ``spec`` to the registry (replacing one of the same name); returns it."""
+    if not spec.module:
+        raise ValueError(f"family {spec.name!r}: its spec names no module")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove family ``name`` from the registry (a test's added family)."""
+    REGISTRY.pop(name, None)
+
+
+_ORDER = ("m3gnet", "mace")
+
+
+def discover() -> dict[str, FamilySpec]:
+    """Register the ``SPEC`` of every module of this package (once); returns the registry."""
+    if not any(s.module.startswith(__name__ + ".") for s in REGISTRY.values()):
+        names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+        for name in sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n)):
+            module = importlib.import_module(f"{__name__}.{name}")
+            spec = getattr(module, "SPEC", None)
+            if isinstance(spec, FamilySpec):
+                register(spec if spec.module else FamilySpec(**{**spec.__dict__, "module": module.__name__}))
+    return REGISTRY
+
+
+def family_names() -> list[str]:
+    """The names of every registered family."""
+    return list(discover())
+
+
+def family_spec(name: str) -> FamilySpec:
+    """The spec of family ``name``; a clear error for an unknown one."""
+    specs = discover()
+    if name not in specs:
+        raise ValueError(f"unknown model family {name!r}; one of {sorted(specs)}")
+    return specs[name]
+
+
 def get_family(name: str) -> ModuleType:
     """The module of model family ``name``."""
-    if name not in FAMILY_MODULES:
-        raise ValueError(f"unknown model family {name!r}; one of {sorted(FAMILY_MODULES)}")
-    return importlib.import_module(FAMILY_MODULES[name])
+    return importlib.import_module(family_spec(name).module)
 
 
 def pick_device(device: str | None = None) -> str:

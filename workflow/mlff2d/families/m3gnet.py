@@ -46,12 +46,26 @@ from ase.data import chemical_symbols
 
 from mlff2d import checkpoints, divergence
 from mlff2d.export import OUT_OF_PLANE_3X3
-from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, epoch_line, eta_seconds, pick_device
+from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, FamilySpec, epoch_line, eta_seconds, pick_device
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
 
 logger = logging.getLogger(__name__)
+
+SPEC = FamilySpec(
+    name="m3gnet",
+    label="M3GNet",
+    export_format="m3gnet",
+    table="table_4_1",
+    alloy_table="table_4_4",
+    table_title="M3GNet relaxation MAE",
+    description="M3GNet (matgl) sweep; the thesis grid is e_cut {0.01, 0.02, 1e6} × lr {1e-3, 1e-4} × bs {128, 256, 512}.",
+    sweep_default={"grid": {"e_cut": [0.01, 0.02, 1000000.0], "lr": [0.001, 0.0001], "batch_size": [128, 256, 512]}},
+    alloy_default={"enabled": True, "e_cuts": [0.01], "splits": ["90-5-5"], "normal": {"lr": 0.001, "batch_size": 128},
+                   "transfer": {"lr": 0.001, "batch_size": 128},
+                   "description": "M3GNet alloy models; the thesis trained lr 1e-3, bs 128 at cutoff 0.01 on the 90:5:5 split."},
+)
 
 #: matgl's ``matgl.config.DEFAULT_ELEMENTS`` (H..Pu without Po, At, Rn, Fr, Ra), in its order;
 #: spelt out here so that reading DEFAULTS does not import matgl (a test checks they agree).

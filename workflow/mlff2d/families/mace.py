@@ -61,12 +61,26 @@ from typing import Any
 import pandas as pd
 
 from mlff2d import checkpoints, divergence
-from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, epoch_line, eta_seconds, in_plane_stress_mae, pick_device
+from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, FamilySpec, epoch_line, eta_seconds, in_plane_stress_mae, pick_device
 from mlff2d.units import EV_PER_A3_IN_GPA
 
 #: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
 #: L = 2 (``max_L``), 192 channels, stage two ("SWA") from epoch 50 with energy weight 10 and
 #: lr 1e-3 (thesis 4.2.2). The thesis does not state the epoch count; 200 is ours.
+SPEC = FamilySpec(
+    name="mace",
+    label="MACE",
+    export_format="mace",
+    table="table_4_2",
+    alloy_table="table_4_5",
+    table_title="MACE relaxation MAE",
+    description="MACE (mace-torch) sweep; the thesis grid is lr {0.01, 0.003} × bs {64, 128, 192}.",
+    sweep_default={"grid": {"e_cut": [1000000.0], "lr": [0.01, 0.003], "batch_size": [64, 128, 192]}},
+    alloy_default={"enabled": True, "e_cuts": [0.001, 1000000.0], "splits": None, "normal": {"lr": 0.003, "batch_size": 16},
+                   "transfer": {"lr": 0.0001, "batch_size": 16},
+                   "description": "MACE alloy models; the thesis trained bs 16 with lr 0.003 (normal) and 0.0001 (transfer) at cutoffs 0.001 and 1e6 on both splits."},
+)
+
 DEFAULTS: dict[str, Any] = {
     "epochs": 200,  # --max_num_epochs
     "lr": 0.01,
