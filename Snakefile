@@ -28,6 +28,9 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/data_helpers.smk"
+include: "workflow/rules/relax_helpers.smk"
+include: "workflow/rules/summary_helpers.smk"
 include: "workflow/rules/report_helpers.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/uff.smk"
@@ -43,8 +46,6 @@ include: "workflow/rules/demo.smk"
 localrules:
     all,
     data,
-    sweep_m3gnet,
-    sweep_mace,
     tables,
     ptables,
     alloy_tables,

@@ -7,8 +7,9 @@ counterpart), one per alloy split ``S``:
 
 * ``table_4_3_split~S``: the combined dataset (all alloys), one row pair per family (thesis
   Table 4.3: M3GNet, cutoff 0.01);
-* ``table_4_4_split~S``: M3GNet per alloy (thesis Table 4.4, 90:5:5; validation: Table 6.1);
-* ``table_4_5_split~S``: MACE per alloy (thesis Tables 4.5, 90:5:5, and 4.6, 80:10:10);
+* one table per family (its FamilySpec.alloy_table): M3GNet per alloy ``table_4_4_split~S``
+  (thesis Table 4.4, 90:5:5; validation: Table 6.1), MACE per alloy ``table_4_5_split~S``
+  (thesis Tables 4.5, 90:5:5, and 4.6, 80:10:10), another family's ``table_alloys_<family>``;
 * ``table_4_7_split~S``: per alloy, the best MACE configuration against the best M3GNet one
   (thesis Table 4.7). The best configuration (e_cut, mode) of a family is the one with the
   fewest failed alloys on the validation set, then the lowest mean validation energy MAE.
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,19 +37,18 @@ import numpy as np
 import pandas as pd
 
 from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
+from mlff2d import layout
+from mlff2d.families import family_spec
 from mlff2d.labels import FAMILY_NAMES
 from mlff2d.report import flat, point_status
 
-COMBINED = "alloys"
-_MODEL = re.compile(
-    r"alloys/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>normal|transfer)/ecut~(?P<ecut>[^/]+)"
-    r"/split~(?P<split>[^/]+?)(?:/frac~(?P<frac>[^/]+))?/?$"
-)
-#: The thesis table each of our tables corresponds to (by kind and family).
+COMBINED = layout.COMBINED
+#: The tables of the combined dataset and of the best configurations (one per split).
+COMBINED_TABLE, BEST_TABLE = "table_4_3", "table_4_7"
+#: The thesis table the combined and the best-configuration tables correspond to (a family's
+#: per-alloy table: its FamilySpec.thesis).
 THESIS = {
     "combined": "Table 4.3 (M3GNet, all alloys combined, cutoff 0.01)",
-    "m3gnet": "Table 4.4 (M3GNet per alloy, 90:5:5, test set; validation set: Table 6.1)",
-    "mace": "Tables 4.5 (MACE per alloy, 90:5:5) and 4.6 (80:10:10), test set",
     "best": "Table 4.7 (best MACE against best M3GNet, 90:5:5 test set)",
 }
 QUANTITIES = (("energy_mae", "energy MAE (meV/atom)", 1.0), ("area_mae", "area MAE (Å²/atom × 100)", 100.0))
@@ -57,10 +56,10 @@ QUANTITIES = (("energy_mae", "energy MAE (meV/atom)", 1.0), ("area_mae", "area M
 
 def parse_model_dir(path: str | Path) -> dict[str, Any]:
     """family, dataset, mode, ecut, split and frac (None for a full model) of an alloy model dir."""
-    match = _MODEL.search(str(path).rstrip("/"))
-    if not match:
-        raise ValueError(f"not an alloy model directory: {path} (alloys/<family>/<dataset>/<mode>/ecut~X/split~Y[/frac~F])")
-    return match.groupdict()
+    parts = layout.model_parts(path)
+    if "mode" not in parts:
+        raise ValueError(f"not an alloy model directory: {path} ({layout.ALLOY_MODEL} or {layout.CURVE_MODEL})")
+    return parts
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -100,8 +99,8 @@ def collect_models(model_dirs: Sequence[str | Path], sets: Sequence[str]) -> pd.
 
 def alloy_baseline_dir(root: str | Path, dataset: str, split: str) -> Path:
     """Where the composition baselines of an alloy dataset's split live, one folder per set
-    below it (rule alloy_baseline; the .smk files take their pattern from here)."""
-    return Path(root) / dataset / f"split~{split}"
+    below it (rule alloy_baseline; ``root`` is results/<campaign>/alloys/baseline)."""
+    return Path(root) / layout.BASELINE_SPLIT.format(dataset=dataset, split=split)
 
 
 def attach_baselines(models: pd.DataFrame, root: str | Path | None) -> pd.DataFrame:
@@ -189,8 +188,12 @@ def best_configuration(models: pd.DataFrame, family: str, split: str) -> tuple[s
     return ecut, mode
 
 
-def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str | Path, families: Sequence[str] = ("m3gnet", "mace")) -> list[Path]:
-    """Tables 4.3, 4.4, 4.5 and 4.7 of every split (see the module docstring), the flat
+def _stem(outdir: Path, table: str, split: str) -> Path:
+    return outdir / layout.ALLOY_TABLE.format(table=table, split=split)
+
+
+def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str | Path, families: Sequence[str]) -> list[Path]:
+    """Table 4.3, one per-alloy table per family (4.4 M3GNet, 4.5 MACE) and 4.7 of every split (see the module docstring), the flat
     ``alloy_summary.csv`` and ``index.md``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -208,20 +211,20 @@ def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str 
         at_split = full[full["split"] == split]
         index += [f"## Split {split}", ""]
         combined = at_split[at_split["dataset"] == COMBINED]
-        stem = outdir / f"table_4_3_split~{split}"
+        stem = _stem(outdir, COMBINED_TABLE, split)
         rows = _table_rows(combined, lambda r: FAMILY_NAMES.get(r.family, r.family), lambda r: _column(r.ecut, r.mode))
         caption = f"Relaxation MAE of the force fields trained on all alloys combined, split {split}; thesis {THESIS['combined']}."
         written += _write(rows, _columns(combined), stem, caption)
         index.append(f"- [{stem.name}.md]({stem.name}.md): all alloys combined, every family; thesis {THESIS['combined']}")
-        for family, number in (("m3gnet", "4_4"), ("mace", "4_5")):
+        for family in families:
+            spec = family_spec(family)
             per_alloy = at_split[(at_split["family"] == family) & (at_split["dataset"] != COMBINED)]
-            stem = outdir / f"table_{number}_split~{split}"
+            stem = _stem(outdir, spec.alloy_table, split)
             rows = _table_rows(per_alloy, lambda r: r.dataset, lambda r: _column(r.ecut, r.mode))
-            name = FAMILY_NAMES[family]
-            caption = f"Relaxation MAE of the {name} alloy force fields, per alloy, split {split}; thesis {THESIS[family]}."
+            thesis = f"thesis {spec.thesis}" if spec.thesis else "no thesis counterpart"
+            caption = f"Relaxation MAE of the {spec.label} alloy force fields, per alloy, split {split}; {thesis}."
             written += _write(rows, _columns(per_alloy), stem, caption)
-            enabled = "" if family in families else " (family not trained: empty)"
-            index.append(f"- [{stem.name}.md]({stem.name}.md): {name} per alloy{enabled}; thesis {THESIS[family]}")
+            index.append(f"- [{stem.name}.md]({stem.name}.md): {spec.label} per alloy; {thesis}")
         best_rows, order, chosen = [], [], []
         for family in families:
             best = best_configuration(full, family, split)
@@ -233,7 +236,7 @@ def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str 
             best_rows.append(_table_rows(pick, lambda r: r.dataset, lambda r, p=prefix: _column(r.ecut, r.mode, p)))
             order.append(_column(ecut, mode, prefix))
             chosen.append(f"{prefix}e_cut {ecut}, {mode}")
-        stem = outdir / f"table_4_7_split~{split}"
+        stem = _stem(outdir, BEST_TABLE, split)
         rows = pd.concat(best_rows, ignore_index=True) if best_rows else pd.DataFrame()
         caption = f"Best configuration of each family per alloy, split {split} ({'; '.join(chosen) or 'none finished'}; chosen by validation energy MAE); thesis {THESIS['best']}."
         written += _write(rows, order, stem, caption)
@@ -451,7 +454,7 @@ def write_alloy_report(
     splits: Sequence[str],
     tables_dir: str | Path,
     figures_dir: str | Path,
-    families: Sequence[str] = ("m3gnet", "mace"),
+    families: Sequence[str],
     tolerance: float = 0.1,
     curve_set: str = "test",
     baselines: str | Path | None = None,
@@ -485,11 +488,12 @@ def write_alloy_report(
     return written
 
 
-def expected_outputs(splits: Sequence[str]) -> list[str]:
+def expected_outputs(splits: Sequence[str], families: Sequence[str]) -> list[str]:
     """File names (relative to the tables dir) that :func:`write_alloy_tables` always writes."""
     out = ["alloy_summary.csv", "index.md"]
+    tables = [COMBINED_TABLE, *(family_spec(f).alloy_table for f in families), BEST_TABLE]
     for split in splits:
-        for number in ("4_3", "4_4", "4_5", "4_7"):
-            out += [f"table_{number}_split~{split}{ext}" for ext in (".csv", ".md", ".tex", ".html")]
+        for table in tables:
+            out += [f"{layout.ALLOY_TABLE.format(table=table, split=split)}{ext}" for ext in (".csv", ".md", ".tex", ".html")]
     return out
 

@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mlff2d.layout import fmt_float, sweep_labels
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
@@ -19,9 +21,53 @@ class ConfigError(ValueError):
 
 
 def load_schema() -> dict[str, Any]:
-    """The campaign's JSON schema (``workflow/schemas/config.schema.yaml``)."""
+    """The campaign's JSON schema: ``workflow/schemas/config.schema.yaml`` with one block per
+    registered model family (:func:`family_blocks`)."""
     with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    return family_blocks(schema)
+
+
+def family_blocks(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the family registry (:mod:`mlff2d.families`) filled in: per family its
+    ``uff.families`` block ($defs/family, default: the spec's sweep_default) and its
+    ``alloys.families`` block ($defs/alloy_family with the spec's alloy defaults), and the
+    family and export-format enums of every key that names one."""
+    from mlff2d.families import discover
+
+    specs = discover()
+    top = schema["properties"]
+    sweeps = top["uff"]["properties"]["families"]["properties"]
+    alloys = top["alloys"]["properties"]["families"]["properties"]
+    for name, spec in specs.items():
+        sweeps[name] = {"$ref": "#/$defs/family", "description": spec.description or f"{spec.label} sweep."}
+        if spec.sweep_default is not None:
+            sweeps[name]["default"] = copy.deepcopy(spec.sweep_default)
+        alloys[name] = _alloy_block(schema["$defs"]["alloy_family"], spec)
+    names = list(specs)
+    top["repeats"]["properties"]["uff"]["propertyNames"]["enum"] = names
+    top["repeats"]["properties"]["alloys"]["items"]["enum"] = names
+    top["alloys"]["properties"]["learning_curve"]["properties"]["families"]["items"]["enum"] = names
+    top["formation"]["properties"]["ml_family"]["enum"] = names
+    top["export"]["properties"]["families"]["items"]["enum"] = sorted({s.export_format for s in specs.values()})
+    return schema
+
+
+def _alloy_block(template: Mapping[str, Any], spec: Any) -> dict[str, Any]:
+    """$defs/alloy_family with the alloy defaults of one family's spec."""
+    block = copy.deepcopy(dict(template))
+    defaults = dict(spec.alloy_default)
+    block["description"] = defaults.pop("description", f"{spec.label} alloy models.")
+    props = block["properties"]
+    for key, value in defaults.items():
+        if key in ("normal", "transfer"):
+            for sub, v in value.items():
+                props[key]["properties"][sub]["default"] = v
+        else:
+            props[key]["default"] = value
+    if not spec.transfer:
+        props["transfer"]["description"] = f"{spec.label} has no fine-tuning: its alloy models train in normal mode only."
+    return block
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -151,9 +197,9 @@ def _check_cross_keys(config: Mapping[str, Any]) -> None:
         _not_in("formation.alloys", formation["alloys"], names, "alloys.datasets")
         _not_in("formation.split", [formation["split"]], alloys["splits"], "alloys.splits")
         if {"ml1", "ml2"} & set(formation["inputs"]):
-            _not_in("formation.inputs", ["mace"], enabled, "the enabled alloys.families (ml1/ml2 are MACE-relaxed)")
-            mace = alloys["families"]["mace"]
-            _not_in("formation.e_cut", [formation["e_cut"]], mace["e_cuts"] or alloys["e_cuts"], "alloys.families.mace.e_cuts")
+            ml = formation["ml_family"]
+            _not_in("formation.ml_family", [ml], enabled, "the enabled alloys.families (ml1/ml2 are relaxed by its alloy models)")
+            _not_in("formation.e_cut", [formation["e_cut"]], alloys["families"][ml]["e_cuts"] or alloys["e_cuts"], f"alloys.families.{ml}.e_cuts")
 
 
 def _check_transfer_source(config: Mapping[str, Any], family: str, source: str) -> None:
@@ -169,11 +215,6 @@ def _check_transfer_source(config: Mapping[str, Any], family: str, source: str) 
     labels = sweep_labels(uff["grid"])
     if source not in labels:
         raise ConfigError(f"config key {key!r}: {source!r} is not a point of uff.families.{family}.grid; one of {labels} or {' or '.join(TRANSFER_CRITERIA)}")
-
-
-def sweep_labels(grid: Mapping[str, Sequence[Any]]) -> list[str]:
-    """Every point label ``ecut~<e>/lr~<lr>/bs~<bs>`` of a family's sweep grid."""
-    return [f"ecut~{fmt_float(e)}/lr~{fmt_float(lr)}/bs~{int(bs)}" for e in grid["e_cut"] for lr in grid["lr"] for bs in grid["batch_size"]]
 
 
 def _check_repeat_points(config: Mapping[str, Any], family: str, labels: Sequence[str]) -> None:
@@ -209,10 +250,3 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def fmt_float(value: float) -> str:
-    """A float as it appears in paths: 0.01 -> '0.01', 1000000.0 -> '1e6', 0.0001 -> '0.0001'."""
-    text = f"{float(value):g}"
-    if "e" in text:
-        mantissa, exp = text.split("e")
-        text = f"{mantissa}e{int(exp)}"
-    return text

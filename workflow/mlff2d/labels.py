@@ -3,20 +3,41 @@
 A universal sweep point reads ``M3GNet · e_cut 0.01 · lr 1e-3 · bs 128``; an alloy model
 ``MACE · MoWS2 · transfer · e_cut 1e6 · split 80-10-10`` (``· 25 %`` of the training materials
 for a learning-curve point). Inside a table whose columns already name the family or the
-cutoff, the same function leaves those parts out. Paths are read by :func:`model_parts`.
+cutoff, the same function leaves those parts out. Paths are read by :func:`mlff2d.layout.model_parts`;
+a family's name is its FamilySpec label.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-FAMILY_NAMES = {"m3gnet": "M3GNet", "mace": "MACE", "nequip": "NequIP", "baseline": "baseline"}
+from mlff2d.layout import model_parts
+
 SEP = " · "
-_POINT = re.compile(r"(?:^|/)uff/(?P<family>[^/]+)/(?:split~(?P<split>[^/]+)/)?ecut~(?P<ecut>[^/]+)/lr~(?P<lr>[^/]+)/bs~(?P<bs>[^/]+)$")
-_ALLOY = re.compile(r"(?:^|/)alloys/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>normal|transfer)/ecut~(?P<ecut>[^/]+)"
-                    r"/split~(?P<split>[^/]+)(?:/frac~(?P<frac>[^/]+))?$")
+
+
+class _FamilyNames(Mapping[str, str]):
+    """Family name -> display label, read from the family registry (and ``baseline``)."""
+
+    def _names(self) -> dict[str, str]:
+        from mlff2d.families import discover
+
+        return {**{name: spec.label for name, spec in discover().items()}, "baseline": "baseline"}
+
+    def __getitem__(self, key: str) -> str:
+        return self._names()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+#: The display label of every family (FamilySpec.label), by name.
+FAMILY_NAMES: Mapping[str, str] = _FamilyNames()
 
 
 def number(value: Any) -> str:
@@ -51,17 +72,6 @@ def model_label(family: str | None = None, *, dataset: str | None = None, mode: 
     if frac is not None and float(frac) < 1:
         parts.append(f"{100 * float(frac):.0f} %")
     return SEP.join(parts)
-
-
-def model_parts(path: str | Path) -> dict[str, str | None]:
-    """family, ecut, lr, bs (sweep points) or family, dataset, mode, ecut, split, frac (alloy
-    models) of a results path below ``results/<campaign>/``."""
-    text = str(path).rstrip("/")
-    for pattern in (_POINT, _ALLOY):
-        match = pattern.search(text)
-        if match:
-            return match.groupdict()
-    raise ValueError(f"not a model directory: {path} (uff/<family>/ecut~X/lr~Y/bs~Z or alloys/<family>/<dataset>/<mode>/ecut~X/split~Y)")
 
 
 def label_of(path: str | Path) -> str:

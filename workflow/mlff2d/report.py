@@ -1,5 +1,6 @@
-"""Collect the relaxation evaluations of every sweep point into the thesis tables 4.1 (M3GNet)
-and 4.2 (MACE), a flat summary, and the periodic-table maps (thesis 4.6-4.8).
+"""Collect the relaxation evaluations of every sweep point into one table per family (the thesis
+tables 4.1, M3GNet, and 4.2, MACE; the stem and title of each are its FamilySpec's), a flat
+summary, and the periodic-table maps (thesis 4.6-4.8).
 
 A point whose training failed, whose relaxation failed as a whole, or that has not run yet
 shows as "–" in the tables; the summary says which.
@@ -8,26 +9,26 @@ shows as "–" in the tables; the summary says which.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mlff2d.labels import model_label
 from mlff2d.evaluation import compare_element_maps, relaxation_table, write_frame_html, write_table
-
-TABLES = {"m3gnet": ("table_4_1", "M3GNet relaxation MAE"), "mace": ("table_4_2", "MACE relaxation MAE")}
-_POINT = re.compile(r"ecut~(?P<ecut>[^/]+)/lr~(?P<lr>[^/]+)/bs~(?P<bs>[^/]+)/?$")
+from mlff2d.families import family_spec
+from mlff2d.labels import model_label
+from mlff2d.layout import label_parts, point_label
 
 
 def point_labels(point_dir: str | Path) -> dict[str, str]:
     """ecut, lr and bs of a sweep point directory ``.../ecut~X/lr~Y/bs~Z``."""
-    match = _POINT.search(str(point_dir))
-    if not match:
-        raise ValueError(f"not a sweep point directory: {point_dir}")
-    return match.groupdict()
+    return label_parts(point_label(point_dir))
+
+
+def table_families(points: Sequence[tuple[str, str | Path]]) -> list[str]:
+    """The families with a relaxation table: those of ``points``, in their order."""
+    return list(dict.fromkeys(family for family, _ in points))
 
 
 def point_status(point_dir: Path, relax_set: str) -> tuple[str, dict[str, Any] | None]:
@@ -74,7 +75,8 @@ def flat(summary: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def write_relaxation_tables(points: Sequence[tuple[str, str | Path]], sets: Sequence[str], baseline_dir: str | Path | None, outdir: str | Path) -> list[Path]:
-    """Tables 4.1 and 4.2 (CSV, Markdown, LaTeX) and ``relaxation_summary.csv``."""
+    """One table per family of ``points`` (CSV, Markdown, LaTeX, HTML; M3GNet: table 4.1, MACE:
+    4.2) and ``relaxation_summary.csv``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     summary = collect(points, sets, baseline_dir)
@@ -83,7 +85,9 @@ def write_relaxation_tables(points: Sequence[tuple[str, str | Path]], sets: Sequ
     written.append(write_frame_html(summary, outdir / "relaxation_summary.html",
                                     "Every evaluated model and set: status, N, energy (meV/atom) and area (Å²/atom) errors, FIRE steps."))
     base = baseline_by_set(summary)
-    for family, (stem, caption) in TABLES.items():
+    for family in table_families(points):
+        spec = family_spec(family)
+        stem, caption = spec.table, spec.table_title
         rows = summary[summary["family"] == family]
         table_rows = pd.DataFrame(
             {

@@ -2,20 +2,13 @@
 
 ALLOYS = f"{RESULTS}/alloys"
 ALLOY_FAMILY_CONFIG = config["alloys"]["families"]
+#: The resources of an alloy or learning-curve model (alloys.families.<family>.resources).
+ALLOY_RESOURCES = resource_functions(lambda wildcards: ALLOY_FAMILY_CONFIG[wildcards.family]["resources"])
 ALLOY_RELAX_SETS = config["alloys"]["relax_sets"]
 LEARNING_CURVE = config["alloys"]["learning_curve"]
-ALLOY_MODES = ["normal", "transfer"]
-#: An alloy model's directory, as a pattern with the wildcards family, dataset, mode, ecut, split.
-ALLOY_MODEL = f"{ALLOYS}/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}"
-#: A learning-curve model: the alloy model directory plus frac~<fraction>.
-CURVE_MODEL = f"{ALLOY_MODEL}/frac~{{frac}}"
-#: The composition baselines of the alloy datasets, and of one dataset's split (sets below it).
-#: The pattern is alloy_report.alloy_baseline_dir's (importing that module here would add ~0.6 s to
-#: every parse of the Snakefile).
-ALLOY_BASELINES = f"{ALLOYS}/baseline"
-ALLOY_BASELINE = f"{ALLOY_BASELINES}/{{dataset}}/split~{{split}}"
-#: The nested training subset of a learning-curve point (a copy of the export, fewer train materials).
-CURVE_DATA = f"{DATA}/{{dataset}}/subsets/{{family}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}"
+ALLOY_MODES = list(layout.MODES)
+#: The composition baselines of the alloy datasets (ALLOY_BASELINE: one dataset's split).
+ALLOY_BASELINES = f"{RESULTS}/{layout.ALLOY_BASELINES}"
 
 
 def _subset_of(values, allowed, key, allowed_key):
@@ -42,13 +35,18 @@ def alloy_family_splits(family):
     return _subset_of(ALLOY_FAMILY_CONFIG[family]["splits"], ALLOY_SPLITS, f"alloys.families.{family}.splits", "alloys.splits")
 
 
+def alloy_modes(family):
+    """normal and transfer; normal only for a family without fine-tuning (FamilySpec.transfer)."""
+    return ALLOY_MODES if family_spec(family).transfer else ALLOY_MODES[:1]
+
+
 def alloy_models():
     """Every alloy model directory: family × dataset × mode × e_cut × split."""
     return [
         ALLOY_MODEL.format(family=f, dataset=d, mode=m, ecut=e, split=s)
         for f in alloy_families()
         for d in ALLOY_DATASETS
-        for m in ALLOY_MODES
+        for m in alloy_modes(f)
         for e in alloy_family_ecuts(f)
         for s in alloy_family_splits(f)
     ]
@@ -67,7 +65,7 @@ def curve_models():
         CURVE_MODEL.format(family=f, dataset=d, mode=m, ecut=ecut, split=split, frac=fmt_float(x))
         for d in alloys
         for f in families
-        for m in ALLOY_MODES
+        for m in alloy_modes(f)
         for x in LEARNING_CURVE["fractions"]
         if not (float(x) == 1.0 and ALLOY_MODEL.format(family=f, dataset=d, mode=m, ecut=ecut, split=split) in full)
     ]
@@ -103,7 +101,7 @@ def transfer_inputs(wildcards):
 
 
 def alloy_training_data(wildcards):
-    return f"{DATA}/{wildcards.dataset}/export/{wildcards.family}/ecut~{wildcards.ecut}/split~{wildcards.split}"
+    return export_dir(wildcards.dataset, wildcards.family, wildcards.ecut, wildcards.split)
 
 
 def alloy_train_args(wildcards):
@@ -122,10 +120,6 @@ def alloy_train_args(wildcards):
     return args
 
 
-#: The parser of ALLOY_MODEL (and CURVE_MODEL, which extends it), beside the pattern's users.
-ALLOY_MODEL_RE = re.compile(
-    rf"^{re.escape(ALLOYS)}/(?P<family>[^/]+)/(?P<dataset>[^/]+)/(?P<mode>[^/]+)/ecut~(?P<ecut>[^/]+)/split~(?P<split>[^/]+)(/|$)"
-)
 
 
 def alloy_exports():
@@ -133,7 +127,7 @@ def alloy_exports():
     a learning-curve subset is cut from the same export)."""
     exports = []
     for model in alloy_models() + curve_models():
-        export = alloy_training_data(SimpleNamespace(**ALLOY_MODEL_RE.match(model).groupdict()))
+        export = alloy_training_data(SimpleNamespace(**layout.model_parts(model)))
         if export not in exports:
             exports.append(export)
     return exports
@@ -142,7 +136,7 @@ def alloy_exports():
 def transfer_source_families():
     """Families whose universal sweep some transfer model starts from."""
     models = alloy_models() + curve_models()
-    return sorted({m["family"] for m in (ALLOY_MODEL_RE.match(x) for x in models) if m["mode"] == "transfer"})
+    return sorted({m["family"] for m in map(layout.model_parts, models) if m["mode"] == "transfer"})
 
 
 def alloy_report_inputs(wildcards):
@@ -169,23 +163,38 @@ def alloy_baseline_summaries():
 def alloy_report_args(wildcards):
     """Arguments of `mlff2d alloy-report`: every expected model (missing ones show as '–')."""
     models = alloy_models() + curve_models()
-    families = " ".join(alloy_families()) or "m3gnet mace"
+    families = " ".join(alloy_table_families())
     return (
         f"--models {' '.join(models)} --sets {' '.join(ALLOY_RELAX_SETS)} --splits {' '.join(ALLOY_SPLITS)}"
         f" --families {families} --tolerance {LEARNING_CURVE['tolerance']} --baselines {ALLOY_BASELINES}"
     )
 
 
+def alloy_table_families():
+    """The families with a per-alloy table: those with alloy models, else those enabled by default."""
+    return alloy_families() or [f for f in family_names() if family_spec(f).alloy_default.get("enabled")]
+
+
+def alloy_table_item(stem):
+    """The report label of an alloy table: "Table 4.4, split 90-5-5" (a family the thesis has no
+    table for: "NequIP per alloy, split ...")."""
+    parts = layout.alloy_table_parts(stem)
+    number = parts["table"][len("table_"):]
+    if number[:1].isdigit():
+        return f"Table {number.replace('_', '.')}, split {parts['split']}"
+    family = next((f for f in family_names() if family_spec(f).alloy_table == parts["table"]), number)
+    return f"{FAMILY_NAMES.get(family, family)} per alloy, split {parts['split']}"
+
+
 def alloy_table_outputs():
     from mlff2d.alloy_report import expected_outputs
 
     outputs = []
-    for name in expected_outputs(ALLOY_SPLITS):
+    for name in expected_outputs(ALLOY_SPLITS, alloy_table_families()):
         path = f"{ALLOYS}/tables/{name}"
-        if name.startswith("table_4_") and name.endswith(".html"):  # the tables in the HTML report
-            table, _, split = name[: -len(".html")].partition("_split~")
+        if name.startswith("table_") and name.endswith(".html"):  # the tables in the HTML report
             path = report(path, caption="../report/alloy_tables.rst", category=REPORT_CATEGORIES["alloys"],
-                          labels={"item": f"Table {table[6:].replace('_', '.')}, split {split}"})
+                          labels={"item": alloy_table_item(name[: -len(".html")])})
         outputs.append(path)
     figures = report(directory(f"{ALLOYS}/figures"), patterns=["{name}.png", "{name}.html"], caption="../report/alloy_tables.rst",
                      category=REPORT_CATEGORIES["alloys"], labels={"item": "{name}"})

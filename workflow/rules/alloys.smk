@@ -18,23 +18,20 @@ rule train_alloy:
     params:
         outdir=subpath(output.status, parent=True),
         args=alloy_train_args,
-    wildcard_constraints:
-        family="m3gnet|mace",
-        mode="normal|transfer",
     conda:
         MAIN_ENV
     log:
         f"{ALLOY_MODEL}/train.log",
     benchmark:
-        f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}.tsv"
-    threads: training_threads
+        f"{BENCH}/{layout.ALLOY_MODEL}.tsv"
+    threads: ALLOY_RESOURCES.threads
     resources:
-        gpu=training_gpus,
-        gpu_model=training_gpu_model,
-        constraint=training_constraint,
-        cpus_per_task=training_threads,
-        mem_mb=training_mem_mb,
-        runtime=training_runtime,
+        gpu=ALLOY_RESOURCES.gpu,
+        gpu_model=ALLOY_RESOURCES.gpu_model,
+        constraint=ALLOY_RESOURCES.constraint,
+        cpus_per_task=ALLOY_RESOURCES.threads,
+        mem_mb=ALLOY_RESOURCES.mem_mb,
+        runtime=ALLOY_RESOURCES.runtime,
     shell:
         "mlff2d --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
         " --outdir {params.outdir} {params.args} > {log} 2>&1"
@@ -47,13 +44,10 @@ rule curve_subset:
         directory(CURVE_DATA),
     params:
         seed=config["seed"],
-    wildcard_constraints:
-        family="m3gnet|mace",
-        frac=r"[0-9.e+-]+",
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/curve_subset/{{dataset}}/{{family}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.log",
+        f"{LOGS}/curve_subset/{layout.CURVE_DATA}.log",
     shell:
         "mlff2d subset-export --export {input} --family {wildcards.family} --fraction {wildcards.frac}"
         " --seed {params.seed} --outdir {output} > {log} 2>&1"
@@ -67,27 +61,25 @@ use rule train_alloy as train_alloy_curve with:
         metrics=f"{CURVE_MODEL}/metrics.csv",
         status=f"{CURVE_MODEL}/status.json",
     wildcard_constraints:
-        family="m3gnet|mace",
-        mode="normal|transfer",
         frac=r"[0-9.e+-]+",
     log:
         f"{CURVE_MODEL}/train.log",
     benchmark:
-        f"{BENCH}/alloys/{{family}}/{{dataset}}/{{mode}}/ecut~{{ecut}}/split~{{split}}/frac~{{frac}}.tsv"
+        f"{BENCH}/{layout.CURVE_MODEL}.tsv"
 
 
 # The composition baseline of each alloy dataset and split (the Baseline column of tables 4.3-4.7).
 use rule baseline as alloy_baseline with:
     input:
         clean=f"{DATA}/{{dataset}}/clean.parquet",
-        split=f"{DATA}/{{dataset}}/split~{{split}}.csv",
-        sets=f"{DATA}/{{dataset}}/relax/split~{{split}}",
+        split=SPLIT_CSV,
+        sets=RELAX_SETS_DIR,
     output:
         multiext(f"{ALLOY_BASELINE}/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
         multiext(f"{ALLOY_BASELINE}/{{relax_set}}/parity", ".png", ".pdf"),
         multiext(f"{ALLOY_BASELINE}/{{relax_set}}/elements", ".png", ".pdf"),
     log:
-        f"{LOGS}/alloy_baseline/{{dataset}}/split~{{split}}/{{relax_set}}.log",
+        f"{LOGS}/alloy_baseline/{layout.BASELINE_SPLIT}/{{relax_set}}.log",
 
 
 rule alloy_tables:

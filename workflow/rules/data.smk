@@ -61,16 +61,16 @@ rule select_steps:
     input:
         clean=rules.filter_outliers.output.clean,
     output:
-        f"{DATA}/{{dataset}}/selected/ecut~{{ecut}}.parquet",
+        SELECTED,
     params:
         fallback=" ".join(str(f) for f in config["selection"]["fallback"]),
         keep_last="--keep-last" if config["selection"]["keep_last"] else "",
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/select_steps/{{dataset}}/ecut~{{ecut}}.log",
+        f"{LOGS}/select_steps/{layout.SELECTED_STEM}.log",
     benchmark:
-        f"{BENCH}/select_steps/{{dataset}}/ecut~{{ecut}}.tsv"
+        f"{BENCH}/select_steps/{layout.SELECTED_STEM}.tsv"
     resources:
         mem_mb=4000,
         runtime=30,
@@ -83,7 +83,7 @@ rule split:
     input:
         split_input,
     output:
-        f"{DATA}/{{dataset}}/split~{{split}}.csv",
+        SPLIT_CSV,
     params:
         args=split_args,
     conda:
@@ -122,18 +122,18 @@ rule export:
         selected=rules.select_steps.output,
         split=rules.split.output,
     output:
-        directory(f"{DATA}/{{dataset}}/export/{{family}}/ecut~{{ecut}}/split~{{split}}"),
+        directory(EXPORT),
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/export/{{dataset}}/{{family}}/ecut~{{ecut}}/split~{{split}}.log",
+        f"{LOGS}/export/{layout.EXPORT}.log",
     benchmark:
-        f"{BENCH}/export/{{dataset}}/{{family}}/ecut~{{ecut}}/split~{{split}}.tsv"
+        f"{BENCH}/export/{layout.EXPORT}.tsv"
     resources:
         mem_mb=4000,
         runtime=60,
     shell:
-        "mlff2d export --family {wildcards.family} --clean {input.clean}"
+        "mlff2d export --family {wildcards.fmt} --clean {input.clean}"
         " --selected {input.selected} --split {input.split} --outdir {output} > {log} 2>&1"
 
 
@@ -142,7 +142,7 @@ checkpoint relax_sets:
         clean=rules.filter_outliers.output.clean,
         split=rules.split.output,
     output:
-        directory(f"{DATA}/{{dataset}}/relax/split~{{split}}"),
+        directory(RELAX_SETS_DIR),
     params:
         sets=relax_set_names,
     conda:

@@ -25,9 +25,9 @@ rule formation_energies:
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/formation_energies.log",
+        f"{LOGS}/{layout.FORMATION_ALLOY}/formation_energies.log",
     benchmark:
-        f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/formation_energies.tsv"
+        f"{BENCH}/{layout.FORMATION_ALLOY}/formation_energies.tsv"
     shell:
         "mlff2d formation-energies --alloy {wildcards.fe_alloy} --relax-sets {input.sets} {params.table}"
         " --out {output.csv} --end-members {output.end_members} > {log} 2>&1"
@@ -48,9 +48,9 @@ rule cluster_expansion:
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/cluster_expansion.log",
+        f"{LOGS}/{layout.FORMATION_ALLOY}/cluster_expansion.log",
     benchmark:
-        f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/cluster_expansion.tsv"
+        f"{BENCH}/{layout.FORMATION_ALLOY}/cluster_expansion.tsv"
     resources:
         mem_mb=FORMATION_CONFIG["resources"]["mem_mb"],
         runtime=FORMATION_CONFIG["resources"]["runtime"],
@@ -73,7 +73,7 @@ rule formation_baseline:
     conda:
         MAIN_ENV
     log:
-        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/baseline.log",
+        f"{LOGS}/{layout.FORMATION_ALLOY}/baseline.log",
     shell:
         "mlff2d formation-baseline --formation {input.formation} --outdir {params.outdir}"
         " --order {params.order} > {log} 2>&1"
@@ -98,15 +98,15 @@ rule formation_nequip:
     conda:
         NEQUIP_ENV
     log:
-        f"{LOGS}/formation/{{fe_alloy}}/split~{{fe_split}}/nequip_{{fe_input}}.log",
+        f"{LOGS}/{layout.FORMATION_ALLOY}/nequip_{{fe_input}}.log",
     benchmark:
-        f"{BENCH}/formation/{{fe_alloy}}/split~{{fe_split}}/nequip_{{fe_input}}.tsv"
-    threads: training_threads
+        f"{BENCH}/{layout.FORMATION_ALLOY}/nequip_{{fe_input}}.tsv"
+    threads: FORMATION_RESOURCES.threads
     resources:
-        gpu=training_gpus,
-        cpus_per_task=training_threads,
-        mem_mb=training_mem_mb,
-        runtime=training_runtime,
+        gpu=FORMATION_RESOURCES.gpu,
+        cpus_per_task=FORMATION_RESOURCES.threads,
+        mem_mb=FORMATION_RESOURCES.mem_mb,
+        runtime=FORMATION_RESOURCES.runtime,
     shell:
         "$MLFF2D_NEQUIP --threads {threads} formation-nequip --formation {input.formation} {params.sets}"
         " --outdir {params.outdir} --params {params.settings} > {log} 2>&1"

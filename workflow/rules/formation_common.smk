@@ -3,18 +3,13 @@
 
 FORMATION = f"{RESULTS}/formation"
 FORMATION_CONFIG = config["formation"]
+#: The family of the alloy models whose relaxations are the NequIP inputs ML1 (normal) and ML2 (transfer).
+FORMATION_ML_FAMILY = FORMATION_CONFIG["ml_family"]
+#: The resources of a NequIP formation model (formation.nequip.resources).
+FORMATION_RESOURCES = resource_functions(lambda wildcards: FORMATION_CONFIG["nequip"]["resources"])
 #: The thesis's formation-energy alloys (the default of formation.alloys).
 THESIS_FORMATION_ALLOYS = ["MoTaS2", "MoWS2", "NbMoS2", "TiTaS2"]
-#: One alloy's formation directory, as a pattern with the wildcards fe_alloy and fe_split.
-FORMATION_ALLOY = f"{FORMATION}/{{fe_alloy}}/split~{{fe_split}}"
-#: The nequip environment's `mlff2d`, as the jobs' environment variable MLFF2D_NEQUIP (not a rule
-#: parameter: its absolute path would make a moved or copied campaign rerun every NequIP job).
-os.environ["MLFF2D_NEQUIP"] = mlff2d_command("nequip")
-
-
-envvars:
-    "MLFF2D_NEQUIP",
-#: The MACE alloy-model mode that relaxes the structures of each NequIP input.
+#: The alloy-model mode (of formation.ml_family) that relaxes the structures of each NequIP input.
 FORMATION_MODES = {"ml1": "normal", "ml2": "transfer"}
 #: The formation models with a parity figure in every run (the external CE only with a user table).
 FORMATION_PARITY_MODELS = ["ce", "nequip_dft", "nequip_ml1", "nequip_ml2", "baseline"]
@@ -49,20 +44,20 @@ def formation_ecut():
 
 
 def formation_ml_available():
-    """True when MACE alloy models exist at formation.e_cut on formation.split (else ML1/ML2
+    """True when alloy models of formation.ml_family exist at formation.e_cut on formation.split (else ML1/ML2
     are left out and show as '–')."""
-    mace = config["alloys"]["families"].get("mace", {})
-    if not mace.get("enabled", False):
+    ml = config["alloys"]["families"].get(FORMATION_ML_FAMILY, {})
+    if not ml.get("enabled", False):
         return False
-    e_cuts = mace.get("e_cuts")
+    e_cuts = ml.get("e_cuts")
     e_cuts = ALLOY_ECUTS if e_cuts is None else [fmt_float(e) for e in e_cuts]
-    splits = mace.get("splits")
+    splits = ml.get("splits")
     splits = ALLOY_SPLITS if splits is None else splits
     return formation_ecut() in e_cuts and formation_ecut() in ALLOY_ECUTS and formation_split() in splits
 
 
 def formation_inputs():
-    """The NequIP inputs to train (dft, ml1, ml2), without ML ones that have no MACE model."""
+    """The NequIP inputs to train (dft, ml1, ml2), without ML ones that have no alloy model."""
     inputs = list(FORMATION_CONFIG["inputs"])
     if not formation_ml_available():
         inputs = [i for i in inputs if i == "dft"]
@@ -71,7 +66,7 @@ def formation_inputs():
 
 def formation_relax_sets(wildcards):
     """The alloy's relaxation-set folder (start and DFT-relaxed reference structures)."""
-    return f"{DATA}/{wildcards.fe_alloy}/relax/split~{wildcards.fe_split}"
+    return RELAX_SETS_DIR.format(dataset=wildcards.fe_alloy, split=wildcards.fe_split)
 
 
 def formation_table_input(wildcards):
@@ -95,9 +90,9 @@ def formation_table_args(wildcards):
 
 
 def formation_ml_model(wildcards):
-    """The MACE alloy model whose relaxed structures are input ml1 (normal) or ml2 (transfer)."""
+    """The alloy model (formation.ml_family) whose relaxed structures are input ml1 (normal) or ml2 (transfer)."""
     mode = FORMATION_MODES[wildcards.fe_input]
-    return f"{RESULTS}/alloys/mace/{wildcards.fe_alloy}/{mode}/ecut~{formation_ecut()}/split~{wildcards.fe_split}"
+    return ALLOY_MODEL.format(family=FORMATION_ML_FAMILY, dataset=wildcards.fe_alloy, mode=mode, ecut=formation_ecut(), split=wildcards.fe_split)
 
 
 def formation_nequip_structures(wildcards):

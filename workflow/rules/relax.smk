@@ -1,8 +1,8 @@
 # Relaxation test (thesis 4.1-4.3): the structures of a set relaxed by a model, in shards
 # (scatter/gather), then energy and area errors, parity plots and periodic-table maps; the
-# baselines and the thesis tables 4.1 and 4.2 of the universal sweeps. The rules serve any model
+# baselines and one table per family of the universal sweeps (thesis 4.1, 4.2). The rules serve any model
 # directory {model} under results/<campaign>/ (uff/<family>/... sweep points, alloys/<family>/...
-# alloy models); its family, dataset and split come from the path (model_source in common.smk).
+# alloy models); its family, dataset and split come from the path (mlff2d.layout.model_source).
 
 
 rule relax_shard:
@@ -15,9 +15,10 @@ rule relax_shard:
     params:
         point=subpath(input.status, parent=True),
         family=model_family,
+        env=model_env_name,
         r=config["relax"],
     conda:
-        MAIN_ENV
+        model_env
     log:
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/shards/{{shard}}.log",
     benchmark:
@@ -28,7 +29,7 @@ rule relax_shard:
         mem_mb=relax_mem_mb,
         runtime=relax_runtime,
     shell:
-        "mlff2d relax --family {params.family} --point {params.point}"
+        "${{MLFF2D_{params.env}}} relax --family {params.family} --point {params.point}"
         " --start {input.sets}/{wildcards.relax_set}_start.extxyz --shard {wildcards.shard}"
         " --shard-size {params.r[shard_size]} --fmax {params.r[fmax]} --max-steps {params.r[max_steps]}"
         " --engine {params.r[engine]} --batch-atoms {params.r[batch_atoms]}"
@@ -115,8 +116,8 @@ rule evaluate_relaxation:
 rule baseline:
     input:
         clean=f"{DATA}/{UNIVERSAL}/clean.parquet",
-        split=f"{DATA}/{UNIVERSAL}/split~{UFF_SPLIT}.csv",
-        sets=f"{DATA}/{UNIVERSAL}/relax/split~{UFF_SPLIT}",
+        split=SPLIT_CSV.format(dataset=UNIVERSAL, split=UFF_SPLIT),
+        sets=RELAX_SETS_DIR.format(dataset=UNIVERSAL, split=UFF_SPLIT),
     output:
         multiext(f"{RESULTS}/baseline/{{relax_set}}/", "errors.csv", "summary.json", "per_element.csv"),
         report(
@@ -152,10 +153,7 @@ rule tables:
     input:
         table_inputs,
     output:
-        report(f"{RESULTS}/tables/table_4_1.html", caption="../report/tables.rst", category=REPORT_CATEGORIES["tables"], labels={"table": "Table 4.1: M3GNet"}),
-        multiext(f"{RESULTS}/tables/table_4_1", ".csv", ".md", ".tex"),
-        report(f"{RESULTS}/tables/table_4_2.html", caption="../report/tables.rst", category=REPORT_CATEGORIES["tables"], labels={"table": "Table 4.2: MACE"}),
-        multiext(f"{RESULTS}/tables/table_4_2", ".csv", ".md", ".tex"),
+        *relaxation_table_outputs(),
         report(f"{RESULTS}/tables/relaxation_summary.html", caption="../report/tables.rst", category=REPORT_CATEGORIES["tables"], labels={"table": "relaxation summary"}),
         f"{RESULTS}/tables/relaxation_summary.csv",
     params:

@@ -7,13 +7,15 @@ include: "repeats_helpers.smk"
 
 
 use rule train_uff as train_uff_repeat with:
+    input:
+        data=repeat_training_data,
     output:
         metrics=f"{REPEAT_POINT}/metrics.csv",
         status=f"{REPEAT_POINT}/status.json",
     log:
         f"{REPEAT_POINT}/train.log",
     benchmark:
-        f"{BENCH}/uff/{{family}}/split~{{split}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}.tsv"
+        f"{BENCH}/{layout.REPEAT_POINT}.tsv"
 
 
 rule repeat_table:

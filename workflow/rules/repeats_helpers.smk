@@ -1,7 +1,5 @@
 # Named helpers of repeats.smk: paths, targets and input functions.
 
-#: A repeated sweep point: the point's directory below uff/<family>/split~<instance>/.
-REPEAT_POINT = f"{UFF}/{{family}}/split~{{split}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}"
 REPEATS = config["repeats"]
 
 
@@ -10,7 +8,7 @@ def uff_repeat_models(family):
     out = []
     for label in REPEATS["uff"].get(family, []):
         dirs = [f"{UFF}/{family}/{label}"]
-        dirs += [f"{UFF}/{family}/split~{s}/{label}" for s in SPLIT_INSTANCES[UFF_SPLIT][1:]]
+        dirs += [REPEAT_POINT.format(family=family, split=s, **layout.label_parts(label)) for s in SPLIT_INSTANCES[UFF_SPLIT][1:]]
         out.append((label, dirs))
     return out
 
@@ -27,7 +25,7 @@ def alloy_repeat_models():
     families in repeats.alloys whose split has more than one repeat."""
     out = []
     for model in alloy_models():
-        m = ALLOY_MODEL_RE.match(model).groupdict()
+        m = layout.model_parts(model)
         if m["family"] not in REPEATS["alloys"]:
             continue
         instances = SPLIT_INSTANCES[m["split"]]
@@ -54,8 +52,8 @@ def repeat_table_args(wildcards):
         family = REPEAT_TABLE_FAMILY[wildcards.table]
         models = []
         for label, dirs in uff_repeat_models(family):
-            ecut, lr, bs = (part.split("~", 1)[1] for part in label.split("/"))
-            models += [f"{model_label(lr=lr, bs=bs)}::{ecut}={d}" for d in dirs]
+            point = layout.label_parts(label)
+            models += [f"{model_label(lr=point['lr'], bs=point['bs'])}::{point['ecut']}={d}" for d in dirs]
         sets, title, caption = RELAX_SETS, "e_cut", f"{FAMILY_NAMES[family]} relaxation MAE: mean ± std over split repeats"
     return f"--models {' '.join(map(shlex.quote, models))} --sets {' '.join(sets)} --column-title {shlex.quote(title)} --caption {shlex.quote(caption)}"
 

@@ -1,8 +1,6 @@
 # Named helpers of structure_maps.smk: paths, targets and input functions.
 
 STRUCTURE_MAPS = config["structure_maps"]
-#: The structure map of one dataset and split instance.
-STRUCTURE_MAP = f"{DATA}/{{dataset}}/structure_map/split~{{split}}"
 
 
 def model_structures(wildcards):

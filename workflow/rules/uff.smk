@@ -1,32 +1,37 @@
-# Universal 2D force-field sweeps (thesis 4.2): one training job per sweep point, expanded
-# from each family's grid with Paramspace; `snakemake sweep_m3gnet` / `sweep_mace` run one sweep.
+# Universal 2D force-field sweeps (thesis 4.2): one training job per sweep point of each family's
+# grid (mlff2d.layout.sweep_labels); `snakemake sweep_<family>` runs one family's sweep (one rule
+# per registered family). A family's jobs run in its environment (its FamilySpec.env).
+
+include: "uff_helpers.smk"
+
 
 
 rule train_uff:
     input:
         data=uff_training_data,
     output:
-        metrics=f"{UFF}/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}/metrics.csv",
-        status=f"{UFF}/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}/status.json",
+        metrics=f"{POINT}/metrics.csv",
+        status=f"{POINT}/status.json",
     params:
         outdir=subpath(output.status, parent=True),
         settings=family_settings,
+        env=family_env_name,
     conda:
-        MAIN_ENV
+        family_env
     log:
-        f"{UFF}/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}/train.log",
+        f"{POINT}/train.log",
     benchmark:
-        f"{BENCH}/uff/{{family}}/ecut~{{ecut}}/lr~{{lr}}/bs~{{bs}}.tsv"
-    threads: training_threads
+        f"{BENCH}/{layout.SWEEP_POINT}.tsv"
+    threads: UFF_RESOURCES.threads
     resources:
-        gpu=training_gpus,
-        gpu_model=training_gpu_model,
-        constraint=training_constraint,
-        cpus_per_task=training_threads,
-        mem_mb=training_mem_mb,
-        runtime=training_runtime,
+        gpu=UFF_RESOURCES.gpu,
+        gpu_model=UFF_RESOURCES.gpu_model,
+        constraint=UFF_RESOURCES.constraint,
+        cpus_per_task=UFF_RESOURCES.threads,
+        mem_mb=UFF_RESOURCES.mem_mb,
+        runtime=UFF_RESOURCES.runtime,
     shell:
-        "mlff2d --threads {threads} train --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
+        "${{MLFF2D_{params.env}}} --threads {threads} train --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
         " --outdir {params.outdir} --lr {wildcards.lr} --batch-size {wildcards.bs}"
         " --params {params.settings} > {log} 2>&1"
 
@@ -55,11 +60,11 @@ rule validation_curves:
         " --title {params.title} > {log} 2>&1"
 
 
-rule sweep_m3gnet:
-    input:
-        sweep_targets("m3gnet"),
+for _family in family_names():
 
-
-rule sweep_mace:
-    input:
-        sweep_targets("mace"),
+    rule:
+        name:
+            f"sweep_{_family}"
+        localrule: True
+        input:
+            sweep_targets(_family) if _family in UFF_FAMILIES else [],

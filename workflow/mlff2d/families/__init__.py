@@ -84,6 +84,8 @@ class FamilySpec:
         table: the stem of its universal relaxation table (thesis: ``table_4_1`` for M3GNet).
         alloy_table: the stem of its per-alloy table (thesis: ``table_4_4`` for M3GNet).
         table_title: the title of its universal table.
+        thesis: the thesis table its per-alloy table reproduces ("" for a family the thesis
+            does not have).
         transfer: whether a trained model can be fine-tuned (``train(init_model=...)``); a
             family without it trains alloy models in normal mode only.
         epochs: whether it trains in epochs (metrics.csv one row per epoch); a one-shot fit
@@ -103,6 +105,7 @@ class FamilySpec:
     table: str = ""
     alloy_table: str = ""
     table_title: str = ""
+    thesis: str = ""
     transfer: bool = True
     epochs: bool = True
     sweep_default: dict[str, Any] | None = None

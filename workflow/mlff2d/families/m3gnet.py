@@ -60,6 +60,7 @@ SPEC = FamilySpec(
     table="table_4_1",
     alloy_table="table_4_4",
     table_title="M3GNet relaxation MAE",
+    thesis="Table 4.4 (M3GNet per alloy, 90:5:5, test set; validation set: Table 6.1)",
     description="M3GNet (matgl) sweep; the thesis grid is e_cut {0.01, 0.02, 1e6} × lr {1e-3, 1e-4} × bs {128, 256, 512}.",
     sweep_default={"grid": {"e_cut": [0.01, 0.02, 1000000.0], "lr": [0.001, 0.0001], "batch_size": [128, 256, 512]}},
     alloy_default={"enabled": True, "e_cuts": [0.01], "splits": ["90-5-5"], "normal": {"lr": 0.001, "batch_size": 128},

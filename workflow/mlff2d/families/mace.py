@@ -74,6 +74,7 @@ SPEC = FamilySpec(
     table="table_4_2",
     alloy_table="table_4_5",
     table_title="MACE relaxation MAE",
+    thesis="Tables 4.5 (MACE per alloy, 90:5:5) and 4.6 (80:10:10), test set",
     description="MACE (mace-torch) sweep; the thesis grid is lr {0.01, 0.003} × bs {64, 128, 192}.",
     sweep_default={"grid": {"e_cut": [1000000.0], "lr": [0.01, 0.003], "batch_size": [64, 128, 192]}},
     alloy_default={"enabled": True, "e_cuts": [0.001, 1000000.0], "splits": None, "normal": {"lr": 0.003, "batch_size": 16},
