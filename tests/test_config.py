@@ -93,7 +93,7 @@ ONE_ALLOY = [{"name": "MoWS2", "sources": [{"path": "x.json.bz2", "format": "ale
         ({"alloys": {"datasets": ONE_ALLOY, "learning_curve": {"alloys": ["NbMoS2"]}}}, r"'alloys\.learning_curve\.alloys': \['NbMoS2'\] not in alloys\.datasets"),
         ({"alloys": {"datasets": ONE_ALLOY}, "formation": {"alloys": ["TiTaS2"]}}, r"'formation\.alloys': \['TiTaS2'\] not in alloys\.datasets"),
         ({"alloys": {"datasets": ONE_ALLOY, "families": {"mace": {"enabled": False}}, "learning_curve": {"families": ["m3gnet"]}},
-          "formation": {"alloys": ["MoWS2"]}}, r"'formation\.inputs'.*ml1/ml2 are MACE-relaxed"),
+          "formation": {"alloys": ["MoWS2"]}}, r"'formation\.ml_family'.*ml1/ml2 are relaxed by its alloy models"),
         ({"alloys": {"datasets": ONE_ALLOY, "families": {"m3gnet": {"transfer_from": "ecut~9/lr~1/bs~1"}}}},
          r"'alloys\.families\.m3gnet\.transfer_from': 'ecut~9/lr~1/bs~1' is not a point of uff\.families\.m3gnet\.grid"),
     ],

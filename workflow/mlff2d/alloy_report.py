@@ -192,11 +192,21 @@ def _stem(outdir: Path, table: str, split: str) -> Path:
     return outdir / layout.ALLOY_TABLE.format(table=table, split=split)
 
 
-def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str | Path, families: Sequence[str]) -> list[Path]:
+def default_families(models: pd.DataFrame) -> list[str]:
+    """The families of the alloy tables when none are named: those whose alloy models are
+    enabled by default (M3GNet, MACE) and every other family with a model in ``models``."""
+    from mlff2d.families import discover
+
+    present = set(models["family"].dropna()) if "family" in models else set()
+    return [f for f, spec in discover().items() if spec.alloy_default.get("enabled") or f in present]
+
+
+def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str | Path, families: Sequence[str] | None = None) -> list[Path]:
     """Table 4.3, one per-alloy table per family (4.4 M3GNet, 4.5 MACE) and 4.7 of every split (see the module docstring), the flat
     ``alloy_summary.csv`` and ``index.md``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    families = default_families(models) if families is None else list(families)
     full = models[models["frac"].isna()] if "frac" in models else models
     full.to_csv(outdir / "alloy_summary.csv", index=False, lineterminator="\n")
     written = [outdir / "alloy_summary.csv"]
@@ -454,7 +464,7 @@ def write_alloy_report(
     splits: Sequence[str],
     tables_dir: str | Path,
     figures_dir: str | Path,
-    families: Sequence[str],
+    families: Sequence[str] | None = None,
     tolerance: float = 0.1,
     curve_set: str = "test",
     baselines: str | Path | None = None,
@@ -465,6 +475,7 @@ def write_alloy_report(
     models = attach_baselines(collect_models(model_dirs, sets), baselines)
     if "frac" not in models:
         models["frac"] = None
+    families = default_families(models) if families is None else list(families)
     written = write_alloy_tables(models, splits, tables_dir, families)
     figures_dir = Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -488,8 +499,10 @@ def write_alloy_report(
     return written
 
 
-def expected_outputs(splits: Sequence[str], families: Sequence[str]) -> list[str]:
-    """File names (relative to the tables dir) that :func:`write_alloy_tables` always writes."""
+def expected_outputs(splits: Sequence[str], families: Sequence[str] | None = None) -> list[str]:
+    """File names (relative to the tables dir) that :func:`write_alloy_tables` always writes
+    (``families`` None: :func:`default_families` of no models)."""
+    families = default_families(pd.DataFrame()) if families is None else families
     out = ["alloy_summary.csv", "index.md"]
     tables = [COMBINED_TABLE, *(family_spec(f).alloy_table for f in families), BEST_TABLE]
     for split in splits:

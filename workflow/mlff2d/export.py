@@ -36,7 +36,11 @@ from mlff2d.split import SPLITS
 from mlff2d.store import iter_tables, row_to_atoms
 from mlff2d.units import ase_stress_to_gpa, voigt_to_matrix
 
-FAMILIES = ("mace", "m3gnet", "nequip")
+#: The training-file formats (a family trains on one: its FamilySpec.export_format).
+FORMATS = ("mace", "m3gnet", "nequip")
+#: The training file of each format, beside val and test files of the same kind.
+TRAIN_FILES = {"mace": "train.extxyz", "nequip": "train.extxyz", "m3gnet": "train.parquet"}
+FAMILIES = FORMATS  # the name the CLI and older callers use
 RELAX_SETS = ("val", "test")
 
 M3GNET_SCHEMA = pa.schema(

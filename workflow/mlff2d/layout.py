@@ -66,7 +66,7 @@ _POINT_RE = re.compile(rf"(?:^|/)uff/(?P<family>{_VALUE})/(?:split~(?P<split>{_V
                        rf"ecut~(?P<ecut>{_VALUE})/lr~(?P<lr>{_VALUE})/bs~(?P<bs>{_VALUE})$")
 _ALLOY_RE = re.compile(rf"(?:^|/)alloys/(?P<family>{_VALUE})/(?P<dataset>{_VALUE})/(?P<mode>normal|transfer)"
                        rf"/ecut~(?P<ecut>{_VALUE})/split~(?P<split>{_VALUE})(?:/frac~(?P<frac>{_VALUE}))?$")
-_LABEL_RE = re.compile(rf"^ecut~(?P<ecut>{_VALUE})/lr~(?P<lr>{_VALUE})/bs~(?P<bs>{_VALUE})$")
+_LABEL_RE = re.compile(rf"(?:^|/)ecut~(?P<ecut>{_VALUE})/lr~(?P<lr>{_VALUE})/bs~(?P<bs>{_VALUE})$")
 _ALLOY_TABLE_RE = re.compile(r"^(?P<table>table_[^~/]+)_split~(?P<split>[^/]+)$")
 
 
@@ -104,16 +104,13 @@ def is_sweep_point(path: str | Path) -> bool:
 
 
 def point_label(point_dir: str | Path) -> str:
-    """``ecut~X/lr~Y/bs~Z`` of a sweep point directory."""
-    parts = model_parts(point_dir)
-    if "lr" not in parts:
-        raise ValueError(f"not a sweep point directory: {point_dir}")
-    return POINT_LABEL.format(ecut=parts["ecut"], lr=parts["lr"], bs=parts["bs"])
+    """``ecut~X/lr~Y/bs~Z`` of a sweep point directory (its last three segments)."""
+    return POINT_LABEL.format(**label_parts(point_dir))
 
 
 def label_parts(label: str) -> dict[str, str]:
-    """ecut, lr and bs of a sweep point label ``ecut~X/lr~Y/bs~Z``."""
-    match = _LABEL_RE.match(str(label).strip("/"))
+    """ecut, lr and bs of a sweep point label ``ecut~X/lr~Y/bs~Z`` (or a directory ending in one)."""
+    match = _LABEL_RE.search(str(label).rstrip("/"))
     if not match:
         raise ValueError(f"not a sweep point label: {label!r} (expected {POINT_LABEL})")
     return match.groupdict()

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlff2d.export import TRAIN_FILES
+from mlff2d.layout import point_label
 from mlff2d.sweep import best_of, point_scores, read_point, train_point
 
 MODES = ("normal", "transfer")
@@ -54,14 +56,14 @@ CRITERIA = {
 SCORE_NAMES = {"best": "val_relaxation_energy_mae_meV_per_atom", "best_direct": "val_direct_energy_mae_meV_per_atom"}
 #: The validation relaxation summary of a sweep point (written by the relaxation rules).
 VAL_RELAXATION_SUMMARY = Path("relax") / "val" / "summary.json"
-#: Training-file name of each exported family (see mlff2d.export).
-TRAIN_FILES = {"mace": "train.extxyz", "nequip": "train.extxyz", "m3gnet": "train.parquet"}
 
 
-def point_label(point_dir: str | Path) -> str:
-    """``ecut~X/lr~Y/bs~Z`` of a universal sweep point directory."""
-    parts = Path(point_dir).parts
-    return "/".join(parts[-3:])
+def _format(family: str) -> str:
+    """The export format family ``family`` trains on (a format name is accepted as itself)."""
+    from mlff2d.export import FORMATS
+    from mlff2d.families import family_spec
+
+    return family if family in FORMATS else family_spec(family).export_format
 
 
 def relaxation_scores(points: Mapping[str, str | Path]) -> dict[str, float]:
@@ -146,13 +148,14 @@ def resolve_transfer_source(points: Sequence[str | Path], transfer_from: str) ->
 
 def training_set_size(data_dir: str | Path, family: str) -> dict[str, int]:
     """Frames and materials of an export's training file."""
-    path = Path(data_dir) / TRAIN_FILES[family]
-    ids = _material_ids(path, family)
+    path = Path(data_dir) / TRAIN_FILES[_format(family)]
+    ids = _material_ids(path, _format(family))
     return {"n_train_frames": len(ids), "n_train_materials": len(set(ids))}
 
 
-def _material_ids(path: Path, family: str) -> list[str]:
-    if family == "m3gnet":
+def _material_ids(path: Path, fmt: str) -> list[str]:
+    """The material id of every frame of a training file of export format ``fmt``."""
+    if fmt == "m3gnet":
         return pd.read_parquet(path, columns=["material_id"])["material_id"].astype(str).tolist()
     import ase.io
 
@@ -231,10 +234,11 @@ def write_subset_export(export_dir: str | Path, family: str, fraction: float, se
     its training materials; writes ``subset.json`` (fraction, seed, counts, material ids)."""
     export_dir, outdir = Path(export_dir), Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    train = export_dir / TRAIN_FILES[family]
-    ids = _material_ids(train, family)
+    fmt = _format(family)
+    train = export_dir / TRAIN_FILES[fmt]
+    ids = _material_ids(train, fmt)
     keep = set(nested_subsets(ids, [fraction], seed)[float(fraction)])
-    if family == "m3gnet":
+    if fmt == "m3gnet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(train)
