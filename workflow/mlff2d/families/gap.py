@@ -227,8 +227,9 @@ def _clean_copy(frames: Sequence[Atoms], path: Path) -> None:
 
 def _tail(text: str, n: int = 20) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
-    aborts = [line.strip() for line in lines if "SYSTEM ABORT" in line or "ERROR" in line.upper()]
-    return "\n".join([*aborts[-3:], "--- last lines ---", *lines[-n:]])
+    at = [k for k, line in enumerate(lines) if "SYSTEM ABORT" in line]  # QUIP's error and its next lines
+    head = [line.strip() for line in lines[at[-1] : at[-1] + 4]] if at else []
+    return " | ".join(head) + "\n--- last lines ---\n" + "\n".join(lines[-n:])
 
 
 def validation_row(calc: Any, frames: Sequence[Atoms], fit_s: float) -> dict[str, Any]:
