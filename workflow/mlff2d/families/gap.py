@@ -45,7 +45,7 @@ virial eV/atom, hessian); ``sparse_jitter=1e-8``.
 ``batch_size`` (:func:`mlff2d.sweep.resolve_params` adds them, the sweep point's directory is
 named by them): they are accepted, ignored by the fit and recorded in ``params.yaml`` as the
 sweep gives them. The sweep grid keys are fixed by :func:`mlff2d.sweep.grid_table`
-(``e_cut``, ``lr``, ``batch_size``): a GAP grid varies ``e_cut`` only (with ``lr: [0.0]``,
+(``e_cut``, ``lr``, ``batch_size``): a GAP grid varies ``e_cut`` only (with ``lr: [1.0]``,
 ``batch_size: [1]``); hyper-parameters such as ``soap_cutoff`` and ``soap_n_sparse`` are set
 through the block's ``params`` (one value per campaign). Varying them on a grid would need grid
 keys beyond e_cut/lr/bs in the sweep and the rules.
@@ -98,7 +98,7 @@ SPEC = FamilySpec(
     sweep_default=None,
     alloy_default={
         "enabled": False, "e_cuts": None, "splits": None,
-        "normal": {"lr": 0.0, "batch_size": 1}, "transfer": {"lr": 0.0, "batch_size": 1},
+        "normal": {"lr": 1.0, "batch_size": 1}, "transfer": {"lr": 1.0, "batch_size": 1},
         "description": "GAP alloy models (normal mode only: a kernel fit cannot be fine-tuned); lr and batch size are ignored.",
     },
     description="GAP (quippy-ase gap_fit: 2-body + SOAP, energies and forces) one-shot kernel fit; "
