@@ -18,8 +18,9 @@ rule train_alloy:
     params:
         outdir=subpath(output.status, parent=True),
         args=alloy_train_args,
+        env=family_env_name,
     conda:
-        MAIN_ENV
+        family_env
     log:
         f"{ALLOY_MODEL}/train.log",
     benchmark:
@@ -33,7 +34,7 @@ rule train_alloy:
         mem_mb=ALLOY_RESOURCES.mem_mb,
         runtime=ALLOY_RESOURCES.runtime,
     shell:
-        "mlff2d --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
+        "${{MLFF2D_{params.env}}} --threads {threads} train-alloy --family {wildcards.family} --gpus {resources.gpu} --data {input.data}"
         " --outdir {params.outdir} {params.args} > {log} 2>&1"
 
 
@@ -49,7 +50,7 @@ rule curve_subset:
     log:
         f"{LOGS}/curve_subset/{layout.CURVE_DATA}.log",
     shell:
-        "mlff2d subset-export --export {input} --family {wildcards.family} --fraction {wildcards.frac}"
+        "$MLFF2D_MAIN subset-export --export {input} --family {wildcards.family} --fraction {wildcards.frac}"
         " --seed {params.seed} --outdir {output} > {log} 2>&1"
 
 
@@ -96,4 +97,4 @@ rule alloy_tables:
     log:
         f"{LOGS}/alloy_tables.log",
     shell:
-        "mlff2d alloy-report {params.args} --tables {params.tables} --figures {params.figures} > {log} 2>&1"
+        "$MLFF2D_MAIN alloy-report {params.args} --tables {params.tables} --figures {params.figures} > {log} 2>&1"

@@ -23,7 +23,7 @@ rule ingest:
         mem_mb=4000,
         runtime=120,
     shell:
-        "mlff2d ingest {params.sources} --min-vacuum {params.min_vacuum} --workers {threads}"
+        "$MLFF2D_MAIN ingest {params.sources} --min-vacuum {params.min_vacuum} --workers {threads}"
         " --frames {output.frames} --materials {output.materials} > {log} 2>&1"
 
 
@@ -48,7 +48,7 @@ rule filter_outliers:
         mem_mb=8000,
         runtime=120,
     shell:
-        "mlff2d filter --frames {input.frames} --materials {input.materials}"
+        "$MLFF2D_MAIN filter --frames {input.frames} --materials {input.materials}"
         " --clean {output.clean} --ledger-frames {output.ledger_frames}"
         " --ledger-materials {output.ledger_materials} --summary {output.summary}"
         " --max-sites {params.o[max_sites]} --energy-min {params.o[energy_min]}"
@@ -75,7 +75,7 @@ rule select_steps:
         mem_mb=4000,
         runtime=30,
     shell:
-        "mlff2d select --clean {input.clean} --e-cut {wildcards.ecut}"
+        "$MLFF2D_MAIN select --clean {input.clean} --e-cut {wildcards.ecut}"
         " --fallback {params.fallback} {params.keep_last} --out {output} > {log} 2>&1"
 
 
@@ -93,7 +93,7 @@ rule split:
     benchmark:
         f"{BENCH}/split/{{dataset}}/{{split}}.tsv"
     shell:
-        "mlff2d split {params.args} --out {output} > {log} 2>&1"
+        "$MLFF2D_MAIN split {params.args} --out {output} > {log} 2>&1"
 
 
 rule selection_summary:
@@ -112,7 +112,7 @@ rule selection_summary:
     log:
         f"{LOGS}/selection_summary/{{dataset}}.log",
     shell:
-        "mlff2d selection-summary --clean {input.clean} --selected {params.selected} --splits {params.splits}"
+        "$MLFF2D_MAIN selection-summary --clean {input.clean} --selected {params.selected} --splits {params.splits}"
         " --fallback {params.fallback} --out {output} > {log} 2>&1"
 
 
@@ -133,7 +133,7 @@ rule export:
         mem_mb=4000,
         runtime=60,
     shell:
-        "mlff2d export --family {wildcards.fmt} --clean {input.clean}"
+        "$MLFF2D_MAIN export --family {wildcards.fmt} --clean {input.clean}"
         " --selected {input.selected} --split {input.split} --outdir {output} > {log} 2>&1"
 
 
@@ -152,7 +152,7 @@ checkpoint relax_sets:
     benchmark:
         f"{BENCH}/relax_sets/{{dataset}}/{{split}}.tsv"
     shell:
-        "mlff2d relax-sets --clean {input.clean} --split {input.split} --sets {params.sets}"
+        "$MLFF2D_MAIN relax-sets --clean {input.clean} --split {input.split} --sets {params.sets}"
         " --outdir {output} > {log} 2>&1"
 
 
@@ -180,7 +180,7 @@ rule dataset_figures:
         mem_mb=8000,
         runtime=60,
     shell:
-        "mlff2d dataset-figures --clean {input.clean} --selected {params.selected}"
+        "$MLFF2D_MAIN dataset-figures --clean {input.clean} --selected {params.selected}"
         " --outdir {output} > {log} 2>&1"
 
 
@@ -195,7 +195,7 @@ rule train_elements:
     log:
         f"{LOGS}/train_elements/{{dataset}}/{{split}}.log",
     shell:
-        "mlff2d train-elements --clean {input.clean} --split {input.split} --out {output} > {log} 2>&1"
+        "$MLFF2D_MAIN train-elements --clean {input.clean} --split {input.split} --out {output} > {log} 2>&1"
 
 
 # Thesis fig. 6.13a: the energy per atom of every alloy dataset on shared bins.
@@ -217,7 +217,7 @@ rule alloy_energy_figure:
     log:
         f"{LOGS}/alloy_energy_figure.log",
     shell:
-        "mlff2d alloy-energy-figure --clean {params.clean} --out {output.png} > {log} 2>&1"
+        "$MLFF2D_MAIN alloy-energy-figure --clean {params.clean} --out {output.png} > {log} 2>&1"
 
 
 rule data:

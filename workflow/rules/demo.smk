@@ -18,4 +18,4 @@ rule demo_data:
         mem_mb=8000,
         runtime=120,
     shell:
-        "mlff2d demo-data --outdir {output} --workers {threads} > {log} 2>&1"
+        "$MLFF2D_MAIN demo-data --outdir {output} --workers {threads} > {log} 2>&1"

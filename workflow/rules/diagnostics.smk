@@ -20,4 +20,4 @@ rule diagnostics:
     log:
         f"{LOGS}/diagnostics.log",
     shell:
-        "mlff2d diagnostics {params.args} --md {output.md} --csv {output.csv} > {log} 2>&1"
+        "$MLFF2D_MAIN diagnostics {params.args} --md {output.md} --csv {output.csv} > {log} 2>&1"

@@ -29,7 +29,7 @@ rule formation_energies:
     benchmark:
         f"{BENCH}/{layout.FORMATION_ALLOY}/formation_energies.tsv"
     shell:
-        "mlff2d formation-energies --alloy {wildcards.fe_alloy} --relax-sets {input.sets} {params.table}"
+        "$MLFF2D_MAIN formation-energies --alloy {wildcards.fe_alloy} --relax-sets {input.sets} {params.table}"
         " --out {output.csv} --end-members {output.end_members} > {log} 2>&1"
 
 
@@ -55,7 +55,7 @@ rule cluster_expansion:
         mem_mb=FORMATION_CONFIG["resources"]["mem_mb"],
         runtime=FORMATION_CONFIG["resources"]["runtime"],
     shell:
-        "mlff2d cluster-expansion --formation {input.formation} --relax-sets {input.sets}"
+        "$MLFF2D_MAIN cluster-expansion --formation {input.formation} --relax-sets {input.sets}"
         " --outdir {params.outdir} --settings {params.settings} > {log} 2>&1"
 
 
@@ -75,7 +75,7 @@ rule formation_baseline:
     log:
         f"{LOGS}/{layout.FORMATION_ALLOY}/baseline.log",
     shell:
-        "mlff2d formation-baseline --formation {input.formation} --outdir {params.outdir}"
+        "$MLFF2D_MAIN formation-baseline --formation {input.formation} --outdir {params.outdir}"
         " --order {params.order} > {log} 2>&1"
 
 
@@ -137,7 +137,7 @@ rule formation_report:
     log:
         f"{LOGS}/formation/report.log",
     shell:
-        "mlff2d formation-report --alloys {params.alloys} --split {params.split}"
+        "$MLFF2D_MAIN formation-report --alloys {params.alloys} --split {params.split}"
         " --outdir {params.outdir} > {log} 2>&1"
 
 

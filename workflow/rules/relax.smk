@@ -48,7 +48,7 @@ rule gather_relax:
     log:
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/gather.log",
     shell:
-        "mlff2d gather-relax --records {input.records} --structures {input.structures}"
+        "$MLFF2D_MAIN gather-relax --records {input.records} --structures {input.structures}"
         " --records-out {output.records} --structures-out {output.structures} > {log} 2>&1"
 
 
@@ -108,7 +108,7 @@ rule evaluate_relaxation:
     log:
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/evaluate.log",
     shell:
-        "mlff2d evaluate --records {input.records}"
+        "$MLFF2D_MAIN evaluate --records {input.records}"
         " --reference {input.sets}/{wildcards.relax_set}_reference.extxyz"
         " --train-elements {input.train_elements} --outdir {params.outdir} --title {params.title} > {log} 2>&1"
 
@@ -143,7 +143,7 @@ rule baseline:
     log:
         f"{LOGS}/baseline/{{relax_set}}.log",
     shell:
-        "mlff2d baseline --clean {input.clean} --split {input.split} --set {wildcards.relax_set}"
+        "$MLFF2D_MAIN baseline --clean {input.clean} --split {input.split} --set {wildcards.relax_set}"
         " --start {input.sets}/{wildcards.relax_set}_start.extxyz"
         " --reference {input.sets}/{wildcards.relax_set}_reference.extxyz"
         " --outdir {params.outdir} > {log} 2>&1"
@@ -166,7 +166,7 @@ rule tables:
     log:
         f"{LOGS}/tables.log",
     shell:
-        "mlff2d tables --points {params.points} --sets {params.sets} --baseline {params.baseline}"
+        "$MLFF2D_MAIN tables --points {params.points} --sets {params.sets} --baseline {params.baseline}"
         " --outdir {params.outdir} > {log} 2>&1"
 
 
@@ -187,5 +187,5 @@ rule ptables:
     log:
         f"{LOGS}/ptables.log",
     shell:
-        "mlff2d ptables --points {params.points} --sets {params.sets} --baseline {params.baseline}"
+        "$MLFF2D_MAIN ptables --points {params.points} --sets {params.sets} --baseline {params.baseline}"
         " --outdir {params.outdir} > {log} 2>&1"

@@ -39,4 +39,4 @@ rule repeat_table:
     log:
         f"{LOGS}/repeat_table/{{table}}.log",
     shell:
-        "mlff2d repeat-table {params.args} --out {params.stem} > {log} 2>&1"
+        "$MLFF2D_MAIN repeat-table {params.args} --out {params.stem} > {log} 2>&1"

@@ -34,7 +34,7 @@ rule structure_map:
         mem_mb=2000,
         runtime=120,
     shell:
-        "mlff2d structure-map --clean {input.clean} --split {input.split} --outdir {params.outdir}"
+        "$MLFF2D_MAIN structure-map --clean {input.clean} --split {input.split} --outdir {params.outdir}"
         " --r-cut {params.s[r_cut]} --n-max {params.s[n_max]} --l-max {params.s[l_max]}"
         " --sigma {params.s[sigma]} --chunk {params.s[chunk]} > {log} 2>&1"
 
@@ -70,7 +70,7 @@ rule novelty:
     log:
         f"{RESULTS}/{{model}}/relax/{{relax_set}}/novelty.log",
     shell:
-        "mlff2d novelty --structures {input.structures} --errors {input.errors} --set {wildcards.relax_set}"
+        "$MLFF2D_MAIN novelty --structures {input.structures} --errors {input.errors} --set {wildcards.relax_set}"
         " --outdir {params.outdir} --title {params.title} > {log} 2>&1"
 
 
@@ -88,4 +88,4 @@ rule novelty_table:
     log:
         f"{LOGS}/novelty_table.log",
     shell:
-        "mlff2d novelty-table --summaries {params.summaries} --out {output.csv} > {log} 2>&1"
+        "$MLFF2D_MAIN novelty-table --summaries {params.summaries} --out {output.csv} > {log} 2>&1"

@@ -56,7 +56,7 @@ rule validation_curves:
     log:
         f"{LOGS}/uff/{{family}}/validation_curves.log",
     shell:
-        "mlff2d curves --points {params.points} --out {params.stem}"
+        "$MLFF2D_MAIN curves --points {params.points} --out {params.stem}"
         " --title {params.title} > {log} 2>&1"
 
 

@@ -26,7 +26,9 @@ The registry (:data:`REGISTRY`, filled by :func:`discover` from every module of 
 that has a ``SPEC``) is what the schema's family blocks, the wildcard constraints, the CLI
 choices, the sweep targets (``sweep_<family>``), the table numbering and the alloy and
 transfer consumers read. Adding a family means one new module here plus its block in the
-config; :func:`register` adds one from elsewhere (a plug-in, a test).
+config; :func:`register` adds one from elsewhere, and the environment variable
+``MLFF2D_FAMILY_MODULES`` (module names, comma-separated, importable on the Python path) names
+plug-in modules outside this package whose ``SPEC`` is registered the same way.
 
 The family modules import their heavy packages (torch, matgl, mace, nequip, quippy) inside the
 functions, so reading ``SPEC`` and ``DEFAULTS`` is cheap.
@@ -139,15 +141,32 @@ def unregister(name: str) -> None:
 _ORDER = ("m3gnet", "mace")
 
 
+#: The environment variable naming plug-in family modules (comma-separated module names).
+PLUGINS_VARIABLE = "MLFF2D_FAMILY_MODULES"
+_discovered: set[str] = set()
+
+
+def _register_module(module_name: str) -> None:
+    """Register the ``SPEC`` of module ``module_name`` (its module field filled in)."""
+    module = importlib.import_module(module_name)
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, FamilySpec):
+        raise ValueError(f"family module {module_name!r} has no SPEC (a mlff2d.families.FamilySpec)")
+    register(spec if spec.module else FamilySpec(**{**spec.__dict__, "module": module.__name__}))
+
+
 def discover() -> dict[str, FamilySpec]:
-    """Register the ``SPEC`` of every module of this package (once); returns the registry."""
-    if not any(s.module.startswith(__name__ + ".") for s in REGISTRY.values()):
-        names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
-        for name in sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n)):
-            module = importlib.import_module(f"{__name__}.{name}")
-            spec = getattr(module, "SPEC", None)
-            if isinstance(spec, FamilySpec):
-                register(spec if spec.module else FamilySpec(**{**spec.__dict__, "module": module.__name__}))
+    """Register the ``SPEC`` of every module of this package and of every plug-in module named
+    in ``MLFF2D_FAMILY_MODULES`` (each once); returns the registry."""
+    import os
+
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    builtin = [f"{__name__}.{n}" for n in sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))]
+    plugins = [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
+    for module_name in builtin + plugins:
+        if module_name not in _discovered:
+            _discovered.add(module_name)
+            _register_module(module_name)
     return REGISTRY
 
 
