@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlff2d.config import schema_default
 from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
 from mlff2d.labels import FAMILY_NAMES
 from mlff2d.report import flat, point_status
@@ -452,7 +453,7 @@ def write_alloy_report(
     tables_dir: str | Path,
     figures_dir: str | Path,
     families: Sequence[str] = ("m3gnet", "mace"),
-    tolerance: float = 0.1,
+    tolerance: float = schema_default("alloys.learning_curve.tolerance"),
     curve_set: str = "test",
     baselines: str | Path | None = None,
 ) -> list[Path]:
