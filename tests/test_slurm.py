@@ -426,7 +426,8 @@ def test_mace_distributed_launch(tmp_path: Path) -> None:
 
 
 def test_train_gpus_option() -> None:
-    from mlff2d.cli import build_parser, training_devices
+    from mlff2d.cli import build_parser
+    from mlff2d.cli.training import training_devices
 
     args = build_parser().parse_args(["train", "--family", "m3gnet", "--data", "d", "--outdir", "o", "--lr", "0.1",
                                       "--batch-size", "2"])

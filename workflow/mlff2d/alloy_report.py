@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
 from mlff2d import layout
+from mlff2d.config import schema_default
+from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
 from mlff2d.families import family_spec
 from mlff2d.labels import FAMILY_NAMES
 from mlff2d.report import flat, point_status
@@ -465,7 +466,7 @@ def write_alloy_report(
     tables_dir: str | Path,
     figures_dir: str | Path,
     families: Sequence[str] | None = None,
-    tolerance: float = 0.1,
+    tolerance: float = schema_default("alloys.learning_curve.tolerance"),
     curve_set: str = "test",
     baselines: str | Path | None = None,
 ) -> list[Path]:

@@ -41,6 +41,7 @@ import numpy as np
 from ase import Atoms
 
 from mlff2d import relax
+from mlff2d.config import schema_default
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ def _finite(evaluation: Evaluation) -> bool:
 class Limits:
     """Relaxation settings shared by every structure (see :func:`mlff2d.relax.relax_structure`)."""
 
-    fmax: float = 0.1
-    max_steps: int = 1000
+    fmax: float = schema_default("relax.fmax")
+    max_steps: int = schema_default("relax.max_steps")
     min_distance: float = relax.MIN_DISTANCE
     bond_cutoff: float = relax.BOND_CUTOFF
     max_area_factor: float = relax.MAX_AREA_FACTOR
@@ -253,7 +254,7 @@ def evaluate_isolated(evaluate: BatchEvaluator, structures: Sequence[Atoms], on_
 class AtomBudget:
     """The most atoms per batched call; on CUDA, sized from the memory one call used per atom."""
 
-    def __init__(self, batch_atoms: int = 0, device: str | None = None) -> None:
+    def __init__(self, batch_atoms: int = schema_default("relax.batch_atoms"), device: str | None = None) -> None:
         self.device = str(device or "cpu")
         self.cuda = self.device.startswith("cuda")
         self.fixed = int(batch_atoms) > 0
@@ -292,7 +293,7 @@ class AtomBudget:
         logger.warning("out of memory: batch budget halved to %d atoms", self.atoms)
 
 
-def batch_budget(batch_atoms: int = 0, device: str | None = None) -> AtomBudget:
+def batch_budget(batch_atoms: int = schema_default("relax.batch_atoms"), device: str | None = None) -> AtomBudget:
     """The atom budget of a batched relaxation (``batch_atoms`` 0: automatic, module docstring)."""
     return AtomBudget(batch_atoms, device)
 

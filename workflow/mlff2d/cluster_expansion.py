@@ -36,19 +36,13 @@ import pandas as pd
 from ase import Atoms
 from ase.build import mx2
 
+from mlff2d.config import schema_defaults
 from mlff2d.formation import ANIONS, alloy_metals, end_members, error_stats, metal_sites, read_formation_energies
 
 log = logging.getLogger(__name__)
 
-#: Defaults of the ``formation.ce`` config block.
-DEFAULTS: dict[str, Any] = {
-    "cutoff_candidates": [[5.0], [7.0], [7.0, 5.0], [9.0, 6.5]],
-    "fit_method": "ardr",
-    "cv_folds": 5,
-    "prototypes": {},
-    "vacuum": 20.0,
-    "seed": 42,
-}
+#: Defaults of the ``formation.ce`` config block (the config schema's).
+DEFAULTS: dict[str, Any] = schema_defaults("formation.ce")
 
 
 #: The MX2 prototypes: 1H = trigonal-prismatic, 1T = octahedral anion coordination of the metal.
@@ -227,9 +221,9 @@ def select_and_fit(
     train_structures: Sequence[Atoms],
     train_energies: Sequence[float],
     cutoff_candidates: Sequence[Sequence[float]],
-    fit_method: str = "ardr",
-    cv_folds: int = 5,
-    seed: int = 42,
+    fit_method: str,
+    cv_folds: int,
+    seed: int,
 ) -> tuple[Any, pd.DataFrame]:
     """Choose the cutoffs by k-fold CV and fit the expansion, on training data only.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -68,6 +69,38 @@ def _alloy_block(template: Mapping[str, Any], spec: Any) -> dict[str, Any]:
     if not spec.transfer:
         props["transfer"]["description"] = f"{spec.label} has no fine-tuning: its alloy models train in normal mode only."
     return block
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_schema() -> dict[str, Any]:
+    return load_schema()
+
+
+def _schema_node(key: str) -> dict[str, Any]:
+    """The schema of config key ``key`` (dotted: ``outliers.force_max``), through ``properties``."""
+    node = _cached_schema()
+    for part in key.split("."):
+        properties = node.get("properties", {})
+        if part not in properties:
+            raise KeyError(f"config key {key!r} is not in the schema ({part!r} not among {sorted(properties)})")
+        node = properties[part]
+    return node
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of config key ``key`` (``"outliers.force_max"`` -> 20.0): the one home
+    of a setting's default, read by the CLI and the stage modules. A copy, safe to change."""
+    node = _schema_node(key)
+    if "default" not in node:
+        raise KeyError(f"config key {key!r} has no default in the schema")
+    return copy.deepcopy(node["default"])
+
+
+def schema_defaults(key: str) -> dict[str, Any]:
+    """The defaults of every property of the config block ``key`` that has one
+    (``"formation.ce"`` -> {"cutoff_candidates": ..., "fit_method": "ardr", ...})."""
+    properties = _schema_node(key).get("properties", {})
+    return {name: copy.deepcopy(sub["default"]) for name, sub in properties.items() if "default" in sub}
 
 
 def _with_defaults(validator_class: type) -> type:

@@ -42,6 +42,7 @@ import pandas as pd
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from mlff2d.config import schema_default
 from mlff2d.evaluation import structure_energy
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def _rk_features(x: np.ndarray, order: int) -> np.ndarray:
     return np.stack([x * (1 - x) * (1 - 2 * x) ** k for k in range(order + 1)], axis=1)
 
 
-def composition_baseline(frame: pd.DataFrame, order: int = 1) -> pd.DataFrame:
+def composition_baseline(frame: pd.DataFrame, order: int = schema_default("formation.baseline_order")) -> pd.DataFrame:
     """Formation energy per site from the alloy fraction alone: a Redlich-Kister polynomial
     ``x(1-x) Σ_k c_k (1-2x)^k`` (zero at both end members) fitted by least squares to the
     **training** rows only; predictions for every row (``predicted_per_site_eV``,

@@ -43,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 from ase.data import atomic_numbers
 
+from mlff2d.config import schema_default
 from mlff2d.store import FRAME_SCHEMA, FrameBuffer, FrameWriter
 from mlff2d.units import STRESS_UNITS, stress_to_ase, to_voigt
 
@@ -87,7 +88,7 @@ def _loads(data: bytes) -> Any:
 
 FORMATS = ("alexandria", "extxyz", "ase_db", "vasp")
 #: Smallest periodic gap (Å) along c that counts as vacuum in the vacuum-along-z check.
-DEFAULT_MIN_VACUUM = 5.0
+DEFAULT_MIN_VACUUM = schema_default("data.min_vacuum")
 
 
 class IngestError(ValueError):

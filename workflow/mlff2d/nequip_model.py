@@ -46,29 +46,18 @@ import yaml
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlff2d import divergence
+from mlff2d.config import schema_defaults
 from mlff2d.formation import read_formation_energies
 
 log = logging.getLogger(__name__)
 
 SETS = ("train", "val", "test")
-#: Settings of a formation-energy NequIP model (config ``formation.nequip``).
+#: Settings of a formation-energy NequIP model: the config schema's ``formation.nequip`` defaults
+#: (its ``resources`` are the scheduler's) and ``devices`` (> 1: data-parallel over that many
+#: GPUs, nequip's SimpleDDPStrategy; set by the rule from the job's GPUs).
 DEFAULTS: dict[str, Any] = {
-    "lr": 0.0075,
-    "batch_size": 16,
-    "max_epochs": 200,
-    "patience": 50,
-    "r_max": 5.0,
-    "num_layers": 3,
-    "l_max": 1,
-    "num_features": 32,
-    "radial_mlp_depth": 1,
-    "radial_mlp_width": 64,
-    "num_bessels": 8,
-    "model_dtype": "float32",
-    "seed": 42,
-    "device": "cpu",
-    "devices": 1,  # > 1: data-parallel over that many GPUs (nequip's SimpleDDPStrategy)
-    **divergence.DEFAULTS,  # a validation MAE that turns NaN/inf or grows this much fails the run
+    **{k: v for k, v in schema_defaults("formation.nequip").items() if k != "resources"},
+    "devices": 1,
 }
 #: The targets are stored in meV per cell (eV × this factor): formation energies are a few meV/atom,
 #: and in eV the per-atom MSE (~1e-6) leaves Adam's gradient steps near its epsilon, so the model

@@ -3,11 +3,13 @@
 Frame reasons, checked in this order (the first that applies is recorded):
 
 1. the ingest problem code, if any (see :mod:`mlff2d.ingest`);
-2. ``too_many_sites``: more than ``max_sites`` atoms (default 20);
-3. ``energy_out_of_range``: E/N > ``energy_max`` (0) or E/N < ``energy_min`` (-20) eV/atom;
-4. ``force_too_large``: any force component with magnitude > ``force_max`` (20 eV/Å);
-5. ``stress_too_large``: any stress component with magnitude > ``stress_max_kbar`` (500 kbar);
+2. ``too_many_sites``: more than ``max_sites`` atoms;
+3. ``energy_out_of_range``: E/N > ``energy_max`` or E/N < ``energy_min`` (eV/atom);
+4. ``force_too_large``: any force component with magnitude > ``force_max`` (eV/Å);
+5. ``stress_too_large``: any stress component with magnitude > ``stress_max_kbar`` (kbar);
 6. ``isolated_atom``: an atom with no other atom, or periodic image, within ``isolation_cutoff`` Å.
+
+The limits' defaults, the study's thresholds, are the config schema's (``outliers.*``).
 
 ``scope: material`` (default, as in the study, which counts removed materials) removes a whole
 material when any of its frames has a reason; its other frames are recorded as
@@ -26,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mlff2d.config import schema_default
 from mlff2d.store import FrameWriter, iter_tables
 from mlff2d.units import ase_stress_to_kbar_magnitude
 
@@ -34,15 +37,15 @@ KEPT = "kept"
 
 @dataclass(frozen=True)
 class OutlierLimits:
-    """Thresholds of the outlier filter; defaults are the study's."""
+    """Thresholds of the outlier filter; defaults are the config schema's (the study's)."""
 
-    max_sites: int = 20
-    energy_min: float = -20.0
-    energy_max: float = 0.0
-    force_max: float = 20.0
-    stress_max_kbar: float = 500.0
-    isolation_cutoff: float = 5.0
-    scope: str = "material"
+    max_sites: int = schema_default("outliers.max_sites")
+    energy_min: float = schema_default("outliers.energy_min")
+    energy_max: float = schema_default("outliers.energy_max")
+    force_max: float = schema_default("outliers.force_max")
+    stress_max_kbar: float = schema_default("outliers.stress_max_kbar")
+    isolation_cutoff: float = schema_default("outliers.isolation_cutoff")
+    scope: str = schema_default("outliers.scope")
 
     def __post_init__(self) -> None:
         if self.scope not in ("material", "frame"):
@@ -113,10 +116,12 @@ def remove_outliers(
     ledger_frames_out: str | Path,
     ledger_materials_out: str | Path,
     summary_out: str | Path,
-    limits: OutlierLimits = OutlierLimits(),
+    limits: OutlierLimits | None = None,
 ) -> pd.DataFrame:
     """Filter ``frames`` into ``clean_out`` and write the frame and material ledgers and a
-    summary of counts by level and reason. Returns the material ledger."""
+    summary of counts by level and reason (``limits``: the schema's by default). Returns the
+    material ledger."""
+    limits = limits or OutlierLimits()
     cols = ["material_id", "source", "step", "n_atoms", "energy", "forces", "stress", "positions", "cell", "problem"]
     parts = []
     for table in iter_tables(frames, columns=cols):

@@ -60,6 +60,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ase import Atoms
 
+from mlff2d.config import schema_default
+
 logger = logging.getLogger(__name__)
 
 #: The Voigt mask (xx, yy, zz, yz, xz, xy) of the cell degrees of freedom: in-plane only.
@@ -414,8 +416,8 @@ def _record(atoms: Atoms, **values: Any) -> dict[str, Any]:
 def relax_structure(
     atoms: Atoms,
     calc: Any,
-    fmax: float = 0.1,
-    max_steps: int = 1000,
+    fmax: float = schema_default("relax.fmax"),
+    max_steps: int = schema_default("relax.max_steps"),
     min_distance: float = MIN_DISTANCE,
     bond_cutoff: float = BOND_CUTOFF,
     max_area_factor: float = MAX_AREA_FACTOR,
@@ -540,7 +542,7 @@ def read_shard(start_file: str | Path, shard: int, shard_size: int) -> list[Atom
 ENGINES = ("ase", "batched")
 
 
-def _load_model(family: str, point_dir: Path, device: str | None, engine: str = "ase") -> tuple[Any, str]:
+def _load_model(family: str, point_dir: Path, device: str | None, engine: str) -> tuple[Any, str]:
     """The sweep point's model, or None and the failure every structure gets: an ASE calculator
     (engine ``ase``) or a batched evaluator (``batched``; the family's ``batch_evaluator``, else
     its calculator one structure at a time)."""
@@ -588,11 +590,11 @@ def relax_shard(
     shard_size: int,
     records_out: str | Path,
     structures_out: str | Path,
-    fmax: float = 0.1,
-    max_steps: int = 1000,
+    fmax: float = schema_default("relax.fmax"),
+    max_steps: int = schema_default("relax.max_steps"),
     device: str | None = None,
-    engine: str = "batched",
-    batch_atoms: int = 0,
+    engine: str = schema_default("relax.engine"),
+    batch_atoms: int = schema_default("relax.batch_atoms"),
 ) -> pd.DataFrame:
     """Relax one shard of ``start_file`` with the model of sweep point ``point_dir``.
 

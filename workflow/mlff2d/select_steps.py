@@ -4,8 +4,8 @@ For a trajectory of M frames with per-atom energies e_0 ... e_{M-1} (eV/atom), s
 (0 <= i <= M-2) is kept when |e_i - e_{i+1}| > e_cut. The last step M-1 has no successor and
 is therefore **never kept by the cutoff rule itself**; it is kept only through the fallback or
 when ``keep_last`` is set. When no step qualifies, the fallback keeps the steps
-floor(f * (M-1)) for each fraction f (default [0, 0.5, 1]: first, middle and last, the
-study's [0, N/2, N]; the earlier work it compares with used [0, 1/3, 1]). Duplicate indices of
+floor(f * (M-1)) for each fraction f (default: the config schema's ``selection.fallback``,
+[0, 0.5, 1]: first, middle and last, the study's [0, N/2, N]; the earlier work it compares with used [0, 1/3, 1]). Duplicate indices of
 short trajectories are kept once. Indices refer to the frames that survived the outlier filter,
 in trajectory order.
 """
@@ -20,7 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-DEFAULT_FALLBACK = (0.0, 0.5, 1.0)
+from mlff2d.config import schema_default
+
+DEFAULT_FALLBACK = tuple(schema_default("selection.fallback"))
 
 
 def select_steps(

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
+from mlff2d.config import schema_default
 from mlff2d.store import iter_tables, row_to_atoms
 
 SETS = ("train", "val", "test")
@@ -58,7 +59,9 @@ def split_species(clean: str | Path, split_csv: str | Path) -> tuple[list[int], 
     return sorted(species), len(seen)
 
 
-def soap_descriptor(species: Sequence[int], r_cut: float = 5.0, n_max: int = 4, l_max: int = 3, sigma: float = 0.5):  # type: ignore[no-untyped-def]
+def soap_descriptor(species: Sequence[int], r_cut: float = schema_default("structure_maps.r_cut"),
+                    n_max: int = schema_default("structure_maps.n_max"), l_max: int = schema_default("structure_maps.l_max"),
+                    sigma: float = schema_default("structure_maps.sigma")):  # type: ignore[no-untyped-def]
     """The dscribe SOAP of a dataset: periodic, averaged over atoms, mu1nu1-compressed, float32."""
     from dscribe.descriptors import SOAP
 
@@ -72,7 +75,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
-def write_descriptors(clean: str | Path, split_csv: str | Path, out_npy: str | Path, chunk: int = 512, **soap: float) -> pd.DataFrame:
+def write_descriptors(clean: str | Path, split_csv: str | Path, out_npy: str | Path, chunk: int, **soap: float) -> pd.DataFrame:
     """Unit-length SOAP vectors of every material of the split into ``out_npy`` (float32, one row
     per material, in the order of the returned frame of material_id and set)."""
     species, n = split_species(clean, split_csv)
@@ -97,7 +100,7 @@ def write_descriptors(clean: str | Path, split_csv: str | Path, out_npy: str | P
     return pd.DataFrame(ids, columns=["material_id", "set"])
 
 
-def fit_pca(x: np.ndarray, rows: np.ndarray, n_components: int = 2, chunk: int = 512) -> dict[str, np.ndarray]:
+def fit_pca(x: np.ndarray, rows: np.ndarray, chunk: int, n_components: int = 2) -> dict[str, np.ndarray]:
     """PCA of ``x[rows]`` (the training materials), streamed in blocks: mean, components
     (n_components × D, sign fixed so the largest loading is positive) and explained variance."""
     rows = np.asarray(rows)
@@ -118,12 +121,12 @@ def fit_pca(x: np.ndarray, rows: np.ndarray, n_components: int = 2, chunk: int =
     return {"mean": mean, "components": comps, "explained_variance": values[order]}
 
 
-def project(x: np.ndarray, pca: dict[str, np.ndarray], chunk: int = 512) -> np.ndarray:
+def project(x: np.ndarray, pca: dict[str, np.ndarray], chunk: int) -> np.ndarray:
     """Coordinates of every row of ``x`` on the PCA components, in blocks."""
     return np.vstack([(np.asarray(x[i : i + chunk], dtype=np.float64) - pca["mean"]) @ pca["components"].T for i in range(0, len(x), chunk)])
 
 
-def nearest_distances(x: np.ndarray, queries: np.ndarray, train: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def nearest_distances(x: np.ndarray, queries: np.ndarray, train: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """(distance, row of the nearest training vector) of each query row of ``x``, comparing one
     block of queries with one block of training vectors at a time. The winner's distance is
     recomputed as the norm of the difference, so a query that is a training vector gets exactly 0."""
@@ -143,7 +146,8 @@ def nearest_distances(x: np.ndarray, queries: np.ndarray, train: np.ndarray, chu
     return exact, arg
 
 
-def structure_map(clean: str | Path, split_csv: str | Path, outdir: str | Path, chunk: int = 512, **soap: float) -> pd.DataFrame:
+def structure_map(clean: str | Path, split_csv: str | Path, outdir: str | Path,
+                  chunk: int = schema_default("structure_maps.chunk"), **soap: float) -> pd.DataFrame:
     """SOAP vectors, PCA (fitted on train) and nearest-training distances of one dataset's split:
     writes ``soap.npy``, ``pca.npz``, ``structures.csv`` (material_id, set, pc1, pc2,
     nearest_train_distance, nearest_train_id) and ``map.png``/``map.pdf`` (coloured by set)."""

@@ -92,6 +92,7 @@ def train_point(
             status["reason"] = shown or status["reason"]
     if (outdir / RESUME_FILE).exists():
         status["resume"] = json.loads((outdir / RESUME_FILE).read_text())
+    status["family"] = family  # the model's own record of its family (read by mlff2d relax)
     status["wall_time_s"] = round(time.time() - start, 3)
     (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status
@@ -102,6 +103,28 @@ def worker_rank() -> bool:
     import os
 
     return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("RANK", "0") or 0) > 0
+
+
+def point_family(point_dir: str | Path, family: str | None = None) -> str:
+    """The model family of a trained point, from the ``family`` that :func:`train_point` writes
+    into ``<point_dir>/status.json``. ``family`` (an old caller's ``--family``) is used where
+    the file predates that key, and must agree with it otherwise.
+
+    Raises:
+        FileNotFoundError: without ``family``, when ``status.json`` is missing.
+        ValueError: when it names no family (and none is given) or another one than ``family``.
+    """
+    path = Path(point_dir) / "status.json"
+    if not path.exists():
+        if family:
+            return family
+        raise FileNotFoundError(f"{path} is missing: it names the model's family (give --family for a point without one)")
+    recorded = json.loads(path.read_text()).get("family")
+    if family and recorded and family != recorded:
+        raise ValueError(f"{path} records family {recorded!r}, but {family!r} was given")
+    if not (family or recorded):
+        raise ValueError(f"{path} records no family (trained before status.json had one): give --family")
+    return str(recorded or family)
 
 
 def read_point(point_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:

@@ -191,7 +191,7 @@ def train_alloy(
         try:
             source = resolve_transfer_source(points, transfer_from)
         except Exception as exc:
-            return _record_failure(outdir, f"no transfer source ({transfer_from}): {type(exc).__name__}: {exc}")
+            return _record_failure(outdir, family, f"no transfer source ({transfer_from}): {type(exc).__name__}: {exc}")
         # the per-element energy offsets: refitted on this training set, or kept from the source
         source["refit_element_energies"] = bool(params.get("refit_element_energies", True))
         (outdir / "transfer_source.json").write_text(json.dumps(source, indent=2) + "\n")
@@ -205,10 +205,10 @@ def train_alloy(
     return status
 
 
-def _record_failure(outdir: Path, reason: str) -> dict[str, Any]:
+def _record_failure(outdir: Path, family: str, reason: str) -> dict[str, Any]:
     from mlff2d.families import METRIC_COLUMNS
 
-    status = {"status": "failed", "reason": reason, "wall_time_s": 0.0, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    status = {"status": "failed", "reason": reason, "family": family, "wall_time_s": 0.0, "recorded": time.strftime("%Y-%m-%dT%H:%M:%S")}
     pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
     (outdir / "status.json").write_text(json.dumps(status, indent=2) + "\n")
     return status

@@ -1,0 +1,5 @@
+import sys
+
+from mlff2d.cli import main
+
+sys.exit(main())
