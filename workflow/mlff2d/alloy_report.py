@@ -485,7 +485,7 @@ def write_alloy_report(
         for split in splits:
             if ((full["family"] == family) & (full["split"] == split)).any():
                 relax_set = curve_set if curve_set in sets else sets[-1]
-                written += plot_normal_vs_transfer(full, family, split, relax_set, figures_dir / f"normal_vs_transfer_{family}_split~{split}")
+                written += plot_normal_vs_transfer(full, family, split, relax_set, figures_dir / f"normal_vs_transfer_{family}_{layout.SPLIT.format(split=split)}")
     index = Path(tables_dir) / "index.md"
     lines = ["## Figures", ""]
     lines += [f"- {p}" for p in written if p.suffix == ".png"]

@@ -119,7 +119,7 @@ def universal_exports():
     points += [(f, p) for f in transfer_source_families() for p in sweep_points(f)]
     exports = []
     for family, point in points:
-        ecut = Path(point).parts[-3].split("~", 1)[1]
+        ecut = layout.model_parts(point)["ecut"]
         export = uff_training_data(SimpleNamespace(family=family, ecut=ecut))
         if export not in exports:
             exports.append(export)

@@ -2,7 +2,8 @@
 # (scatter/gather), then energy and area errors, parity plots and periodic-table maps; the
 # baselines and one table per family of the universal sweeps (thesis 4.1, 4.2). The rules serve any model
 # directory {model} under results/<campaign>/ (uff/<family>/... sweep points, alloys/<family>/...
-# alloy models); its family, dataset and split come from the path (mlff2d.layout.model_source).
+# alloy models); its dataset and split come from the path (mlff2d.layout.model_source), its family
+# from the model's own status.json (the environment it relaxes in is chosen from the path).
 
 
 rule relax_shard:
@@ -14,7 +15,6 @@ rule relax_shard:
         structures=f"{RESULTS}/{{model}}/relax/{{relax_set}}/shards/{{shard}}.extxyz",
     params:
         point=subpath(input.status, parent=True),
-        family=model_family,
         env=model_env_name,
         r=config["relax"],
     conda:
@@ -29,7 +29,7 @@ rule relax_shard:
         mem_mb=relax_mem_mb,
         runtime=relax_runtime,
     shell:
-        "${{MLFF2D_{params.env}}} relax --family {params.family} --point {params.point}"
+        "${{MLFF2D_{params.env}}} relax --point {params.point}"
         " --start {input.sets}/{wildcards.relax_set}_start.extxyz --shard {wildcards.shard}"
         " --shard-size {params.r[shard_size]} --fmax {params.r[fmax]} --max-steps {params.r[max_steps]}"
         " --engine {params.r[engine]} --batch-atoms {params.r[batch_atoms]}"

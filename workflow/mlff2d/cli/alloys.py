@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from mlff2d import layout
 from mlff2d.cli._common import families, log, schema_option, stage
 from mlff2d.cli.training import training_devices
 
@@ -69,10 +70,11 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--models", nargs="*", default=[], help="alloy model directories (learning-curve ones included)")
     schema_option(s, "--sets", "alloys.relax_sets", nargs="+", help="relaxed sets")
     s.add_argument("--splits", nargs="+", required=True, help="alloy split names")
-    s.add_argument("--families", nargs="+", default=["m3gnet", "mace"])
+    s.add_argument("--families", nargs="+", default=None, help="families with a per-alloy table (default: those with alloy"
+                   " models and those whose alloy models are enabled by default)")
     schema_option(s, "--tolerance", "alloys.learning_curve.tolerance", type=float, help="learning-curve match tolerance")
     s.add_argument("--curve-set", default="test", help="set of the learning curves and figures")
-    s.add_argument("--baselines", default=None, help="root of the alloy composition baselines (<dataset>/split~<split>/<set>/)")
+    s.add_argument("--baselines", default=None, help=f"root of the alloy composition baselines ({layout.BASELINE_SPLIT}/<set>/)")
     s.add_argument("--tables", required=True, help="output directory of the tables")
     s.add_argument("--figures", required=True, help="output directory of the figures")
     s.set_defaults(func=cmd_alloy_report)
@@ -91,7 +93,7 @@ def _add_train_alloy(sub: Any) -> None:
                    " (default: the config schema's alloys.families.<family>.transfer.freeze_blocks)")
     s.add_argument("--universal", nargs="*", default=[], help="transfer: the family's universal sweep point directories")
     s.add_argument("--transfer-from", default=None, help='transfer: "best" (lowest validation relaxation energy MAE), "best_direct" (lowest final'
-                   ' direct validation energy MAE) or a sweep point label ecut~X/lr~Y/bs~Z'
+                   f' direct validation energy MAE) or a sweep point label {layout.POINT_LABEL}'
                    " (default: the config schema's alloys.families.<family>.transfer_from)")
     s.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
     s.add_argument("--gpus", type=int, default=0, help="GPUs for data-parallel training (0: one device)")

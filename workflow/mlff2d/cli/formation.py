@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlff2d import layout
 from mlff2d.cli._common import log, points, schema_option, stage
 
 
@@ -82,7 +83,7 @@ def add_commands(sub: Any) -> None:
     s.set_defaults(func=cmd_formation_nequip)
 
     s = stage(sub, "formation-report", "tables 4.8, 4.9 and figures 4.10, 4.11")
-    s.add_argument("--alloys", nargs="+", required=True, help="ALLOY=DIR (results/<c>/formation/<alloy>/split~<s>)")
+    s.add_argument("--alloys", nargs="+", required=True, help=f"ALLOY=DIR (results/<campaign>/{layout.FORMATION_ALLOY})")
     s.add_argument("--split", default="")
     s.add_argument("--outdir", required=True)
     s.set_defaults(func=cmd_formation_report)
