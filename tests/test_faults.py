@@ -28,7 +28,8 @@ import pytest
 
 from mlff2d.checkpoints import previous_path, readable
 from mlff2d.divergence import DivergenceGuard, TrainingDiverged, diverged_at
-from mlff2d.evaluation import DASH, relaxation_table
+from mlff2d.relaxation_tables import relaxation_table
+from mlff2d.table_files import DASH
 from mlff2d.sweep import best_of, resolve_params, train_point
 from mlff2d.transfer import resolve_transfer_source
 from test_export import prepared  # noqa: F401  (the fixture: a tiny dataset through the data stages)

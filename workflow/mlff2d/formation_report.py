@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mlff2d.evaluation import DASH, r2_text, rank_marks, tex_escape, write_frame_html, write_table_files
+from mlff2d.evaluation_stats import r2_text
+from mlff2d.relaxation_tables import rank_marks
+from mlff2d.table_files import DASH, tex_escape, write_frame_html, write_table_files
 from mlff2d.formation import error_stats, read_formation_energies
 from mlff2d.ptable import save_figure
 
@@ -142,7 +144,7 @@ def collect(alloys: Sequence[tuple[str, str | Path]]) -> pd.DataFrame:
 
 
 def _ranks(values: dict[str, float]) -> tuple[set[str], set[str]]:
-    """Best and second at the printed precision (:func:`mlff2d.evaluation.rank_marks`)."""
+    """Best and second at the printed precision (:func:`mlff2d.relaxation_tables.rank_marks`)."""
     return rank_marks({k: round(v, DECIMALS) for k, v in values.items() if math.isfinite(v)})
 
 
