@@ -76,7 +76,7 @@ def relax(atoms: Any, fmax: float = FMAX, steps: int = MAX_STEPS, record: bool =
 def frame_problem(frame: dict[str, Any]) -> str:
     """Why a recorded frame counts as an exploded relaxation ('' when it is sound): the
     pipeline's outlier limits, an isolated atom, or a cell that lost its vacuum along z."""
-    from mlff2d.ingest import vacuum_along_z
+    from mlff2d.ingest_frames import vacuum_along_z
     from mlff2d.outliers import has_isolated_atom
 
     n = len(frame["numbers"])

@@ -4,7 +4,7 @@ CHGNet (a universal machine-learned potential, ``chgnet==0.4.2``, pretrained wei
 its wheel) plays the role of DFT: every structure is built with ASE, perturbed and relaxed with
 FIRE in its in-plane cell (``FrechetCellFilter(mask=[1, 1, 0, 0, 0, 1])``), and *every* FIRE
 step (energy, forces, stress) is recorded, as a DFT code records its ionic steps. The result is
-written in the Alexandria geometry-optimisation format that :func:`mlff2d.ingest.read_alexandria`
+written in the Alexandria geometry-optimisation format that :func:`mlff2d.ingest_alexandria.read_alexandria`
 reads, so the demo campaign exercises the same code path as the study's data.
 
 Two parts (see :func:`generate_demo`):

@@ -50,19 +50,22 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 from ase.data import chemical_symbols
-from mlff2d.evaluation_baseline import baseline_errors, fit_element_energies  # noqa: F401  (re-exported)
-from mlff2d.evaluation_figures import (  # noqa: F401  (re-exported)
-    compare_element_maps,
+
+from mlff2d.evaluation_figures import (
     element_frequency_plot,
     element_maps,
     error_distribution_plot,
     parity_plot,
     spacegroup_plot,
 )
-from mlff2d.evaluation_stats import per_element, spacegroup_errors, summarize  # noqa: F401  (re-exported)
+from mlff2d.evaluation_stats import per_element, spacegroup_errors, summarize
 from mlff2d.relax import area_per_atom  # one definition (thesis eq. 4.2) for ML and DFT structures
-from mlff2d.relaxation_tables import relaxation_table, write_table  # noqa: F401  (re-exported)
-from mlff2d.table_files import DASH, write_frame_html  # noqa: F401  (re-exported)
+
+# Re-exported for callers that import them from here (cli, report, alloy_report).
+from mlff2d.evaluation_baseline import baseline_errors  # noqa: E402,F401
+from mlff2d.evaluation_figures import compare_element_maps  # noqa: E402,F401
+from mlff2d.relaxation_tables import relaxation_table, write_table  # noqa: E402,F401
+from mlff2d.table_files import DASH, write_frame_html  # noqa: E402,F401
 
 #: Columns of an errors table, in order.
 ERROR_COLUMNS = (
