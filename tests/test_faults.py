@@ -374,9 +374,9 @@ def test_m3gnet_recorder_keeps_a_nan_prediction(tmp_path: Path) -> None:
     import torch
     from types import SimpleNamespace
 
-    from mlff2d.families import m3gnet
+    from mlff2d.families import _m3gnet_lightning
 
-    recorder = m3gnet._epoch_recorder(tmp_path)
+    recorder = _m3gnet_lightning.epoch_recorder(tmp_path)
     trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src=0: x),
                               save_checkpoint=lambda path, weights_only=False: Path(path).write_bytes(b""))
     recorder.on_train_start(trainer, None)

@@ -65,9 +65,9 @@ def test_m3gnet_recorder_and_metrics_csv(tmp_path: Path) -> None:
     """M3GNet's Lightning recorder on the same differences, given to it in GPa (matgl's unit)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("matgl")
-    from mlff2d.families import m3gnet
+    from mlff2d.families import _m3gnet_lightning
 
-    recorder = m3gnet._epoch_recorder(tmp_path)
+    recorder = _m3gnet_lightning.epoch_recorder(tmp_path)
     trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src=0: x),
                               save_checkpoint=lambda path, weights_only=False: Path(path).write_text("ckpt"))
     recorder.on_train_start(trainer, None)
