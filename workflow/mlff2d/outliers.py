@@ -117,20 +117,7 @@ def remove_outliers(
 ) -> pd.DataFrame:
     """Filter ``frames`` into ``clean_out`` and write the frame and material ledgers and a
     summary of counts by level and reason. Returns the material ledger."""
-    cols = ["material_id", "source", "step", "n_atoms", "energy", "forces", "stress", "positions", "cell", "problem"]
-    parts = []
-    for table in iter_tables(frames, columns=cols):
-        parts.append(
-            pd.DataFrame(
-                {
-                    "material_id": table.column("material_id").to_numpy(zero_copy_only=False),
-                    "source": table.column("source").to_numpy(zero_copy_only=False),
-                    "step": table.column("step").to_numpy(),
-                    "reason": frame_reasons(table, limits),
-                }
-            )
-        )
-    ledger = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["material_id", "source", "step", "reason"])
+    ledger = _frame_ledger(frames, limits)
 
     mats = pd.read_csv(materials, dtype={"material_id": str}, keep_default_na=False)
     bad = ledger[ledger["reason"] != KEPT]
@@ -149,13 +136,7 @@ def remove_outliers(
     mats["n_kept"] = mats["material_id"].map(ledger[kept_frames].groupby("material_id").size()).fillna(0).astype(int)
     mats.loc[mats["reason"] != KEPT, "n_kept"] = 0
 
-    keep = kept_frames.to_numpy()
-    offset = 0
-    with FrameWriter(clean_out) as writer:
-        for table in iter_tables(frames):
-            n = table.num_rows
-            writer.write(table.filter(pa.array(keep[offset : offset + n])))
-            offset += n
+    _write_kept(frames, clean_out, kept_frames.to_numpy())
 
     Path(ledger_frames_out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(ledger, preserve_index=False), ledger_frames_out)
@@ -169,3 +150,31 @@ def remove_outliers(
     )[["level", "reason", "count"]]
     summary.to_csv(summary_out, index=False)
     return mats
+
+
+def _frame_ledger(frames: str | Path, limits: OutlierLimits) -> pd.DataFrame:
+    """One row per frame: material_id, source, step and its reason (:func:`frame_reasons`)."""
+    cols = ["material_id", "source", "step", "n_atoms", "energy", "forces", "stress", "positions", "cell", "problem"]
+    parts = []
+    for table in iter_tables(frames, columns=cols):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "material_id": table.column("material_id").to_numpy(zero_copy_only=False),
+                    "source": table.column("source").to_numpy(zero_copy_only=False),
+                    "step": table.column("step").to_numpy(),
+                    "reason": frame_reasons(table, limits),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["material_id", "source", "step", "reason"])
+
+
+def _write_kept(frames: str | Path, clean_out: str | Path, keep: np.ndarray) -> None:
+    """Write the frames flagged in ``keep`` (one flag per frame, in store order) to ``clean_out``."""
+    offset = 0
+    with FrameWriter(clean_out) as writer:
+        for table in iter_tables(frames):
+            n = table.num_rows
+            writer.write(table.filter(pa.array(keep[offset : offset + n])))
+            offset += n
