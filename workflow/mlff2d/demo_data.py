@@ -189,7 +189,7 @@ def generate_demo(
         workers: processes (each loads CHGNet once and runs with one thread).
         starts: starts per alloy configuration (each a material of its own).
 
-    Materials whose relaxation explodes (:func:`frame_problem`) are left out of the files and
+    Materials whose relaxation explodes (:func:`mlff2d.demo_chgnet.frame_problem`) are left out of the files and
     listed in the manifest under ``dropped``.
     """
     outdir = Path(outdir)

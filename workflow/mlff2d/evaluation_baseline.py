@@ -65,7 +65,7 @@ def fit_element_energies(clean: str | Path, split_csv: str | Path) -> pd.Series:
 def baseline_errors(
     clean: str | Path, split_csv: str | Path, set_name: str, start_file: str | Path, reference_file: str | Path
 ) -> pd.DataFrame:
-    """Errors of the composition baseline on one relaxation set, as :func:`relaxation_errors`.
+    """Errors of the composition baseline on one relaxation set, as :func:`mlff2d.evaluation.relaxation_errors`.
 
     The baseline predicts ``Σ_el x_el μ_el`` (see :func:`fit_element_energies`) and does not
     move the atoms: its area is the area of the start structure. A material with an element

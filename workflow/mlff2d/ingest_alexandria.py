@@ -92,7 +92,7 @@ def alexandria_text(path: Path) -> bytes:
 def fast_text(path: Path) -> tuple[bytearray | None, bool]:
     """The decompressed bytes of a file for the fast path, read in chunks into one buffer (no
     second copy), and whether they come from :func:`open_text`'s own reader; (None, False) when
-    that reader fails, and :func:`_alexandria_text` raises the error."""
+    that reader fails, and :func:`alexandria_text` raises the error."""
     if path.suffix == ".bz2" and indexed_bzip2 is not None:
         opener, exact = (lambda p, mode: indexed_bzip2.open(str(p), parallelization=1)), False
     else:

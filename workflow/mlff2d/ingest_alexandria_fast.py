@@ -104,7 +104,7 @@ class _NotFast(Exception):
 def alexandria_table(
     path: Path, source: Source, text: bytes | bytearray, min_vacuum: float
 ) -> tuple[pa.Table, list[dict[str, Any]]] | None:
-    """:func:`read_file_table` of a well-formed Alexandria file through the typed decoders, or
+    """:func:`mlff2d.ingest.read_file_table` of a well-formed Alexandria file through the typed decoders, or
     None when the file needs the generic path (see above)."""
     if msgspec is None:
         return None
@@ -242,7 +242,7 @@ def _label_arrays(steps: list[Any], n_atoms: np.ndarray, stress_unit: str) -> di
 
 def _check_columns(cols: dict[str, np.ndarray], min_vacuum: float) -> np.ndarray:
     """Problem codes (indices into _CODES) of a file's frames: the reader's, in the generic
-    path's precedence, then those of :func:`check_frames`, computed for the whole file at once."""
+    path's precedence, then those of :func:`mlff2d.ingest_frames.check_frames`, computed for the whole file at once."""
     n_atoms, cells, positions = cols["n_atoms"], cols["cell"], cols["positions"]
     m = len(n_atoms)
     problem = np.zeros(m, dtype=np.int8)

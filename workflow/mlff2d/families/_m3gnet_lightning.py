@@ -74,7 +74,7 @@ def _write_csv_atomic(rows: list[dict[str, Any]], path: Path) -> None:
 def epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any:
     """Lightning callback: per-epoch validation metrics to ``metrics.csv`` and ``last.ckpt``
     (the one before kept as ``last.previous.ckpt``); a diverged epoch is recorded in
-    ``metrics.csv``, gets no checkpoint, and stops the training with :class:`TrainingDiverged`."""
+    ``metrics.csv``, gets no checkpoint, and stops the training with :class:`mlff2d.divergence.TrainingDiverged`."""
     import lightning as pl
 
     class EpochRecorder(pl.Callback):

@@ -15,7 +15,7 @@ def _periodic(atoms: Any) -> Any:
 
 
 def evaluate_batch(calc: Any, structures: list[Any]) -> list[tuple[float, Any, Any]]:
-    """One forward pass of ``calc``'s model over ``structures`` (see :func:`batch_evaluator`)."""
+    """One forward pass of ``calc``'s model over ``structures`` (see :func:`mlff2d.families.mace.batch_evaluator`)."""
     import torch
     from ase.stress import full_3x3_to_voigt_6_stress
     from mace import data as mace_data
