@@ -58,7 +58,8 @@ def cuda_or_exit(device: str) -> str:
 def demo_data(limit: int | None = None) -> tuple[list[Any], dict[str, str]]:
     """The demo 2D materials (the first ``limit``) and their split (material id -> train/val/test)."""
     sys.path.insert(0, str(ROOT / "workflow"))
-    from mlff2d.ingest import Source, read_alexandria
+    from mlff2d.ingest import Source
+    from mlff2d.ingest_alexandria import read_alexandria
     from mlff2d.split import split_materials
 
     source = Source(path=str(DEMO_2D), format="alexandria")

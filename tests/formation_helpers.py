@@ -13,7 +13,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from mlff2d.ingest import Source, read_alexandria  # noqa: E402
+from mlff2d.ingest import Source  # noqa: E402
+from mlff2d.ingest_alexandria import read_alexandria  # noqa: E402
 from mlff2d.split import split_materials  # noqa: E402
 
 DEMO_ALLOYS = ROOT / "resources" / "demo" / "alloys"

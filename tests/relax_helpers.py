@@ -14,7 +14,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from mlff2d.ingest import Source, read_alexandria  # noqa: E402
+from mlff2d.ingest import Source  # noqa: E402
+from mlff2d.ingest_alexandria import read_alexandria  # noqa: E402
 
 DEMO_MOWS2 = ROOT / "resources" / "demo" / "alloys" / "MoWS2.json.bz2"
 
@@ -28,7 +29,7 @@ TINY = {
 
 
 def demo_materials() -> list[Any]:
-    """The demo MoWS2 materials (:class:`mlff2d.ingest.Material`), in file order."""
+    """The demo MoWS2 materials (:class:`mlff2d.ingest_frames.Material`), in file order."""
     source = Source(path=str(DEMO_MOWS2), format="alexandria")
     return list(read_alexandria(Path(source.path), source))
 

@@ -16,16 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlff2d.demo_data import (
-    ALLOY_METALS,
-    ALLOYS,
-    CHALCOGENS,
-    FORMATION_ALLOYS,
-    FUNCTIONAL,
-    alloy_configurations,
-    formation_energies,
-    to_alexandria_step,
-)
+from mlff2d.demo_chgnet import FUNCTIONAL, to_alexandria_step
+from mlff2d.demo_data import formation_energies
+from mlff2d.demo_jobs import alloy_configurations
+from mlff2d.demo_structures import ALLOY_METALS, ALLOYS, CHALCOGENS, FORMATION_ALLOYS
 from mlff2d.ingest import Source, ingest
 from mlff2d.outliers import OutlierLimits, remove_outliers
 from mlff2d.units import stress_to_ase
@@ -316,7 +310,7 @@ def test_formation_energy_definition() -> None:
 
 def test_prototype_list() -> None:
     """Names are unique (they key the pre-relaxation cache) and cells stay within 20 atoms."""
-    from mlff2d.demo_data import build_primitive, prototypes
+    from mlff2d.demo_structures import build_primitive, prototypes
 
     protos = prototypes()
     assert len({p.name for p in protos}) == len(protos)

@@ -12,7 +12,8 @@ import pytest
 
 from mlff2d.alloy_report import crossover_verdict
 from mlff2d.diagnostics import diagnose, relaxation_checks, training_check, write_diagnostics
-from mlff2d.evaluation import relaxation_table, step_statistics, write_table
+from mlff2d.evaluation_stats import step_statistics
+from mlff2d.relaxation_tables import relaxation_table, write_table
 
 
 def summary(energy: float, area: float, share_step0: float = 0.0, n_evaluated: int = 10) -> dict:

@@ -14,18 +14,14 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 import mlff2d.evaluation as ev
-from mlff2d.evaluation import (
-    baseline_errors,
-    compare_element_maps,
-    element_maps,
-    fit_element_energies,
-    parity_plot,
-    per_element,
-    relaxation_errors,
-    relaxation_table,
-    summarize,
-    write_table,
-)
+import mlff2d.evaluation_figures as figures
+import mlff2d.evaluation_stats as stats
+from mlff2d.evaluation import relaxation_errors
+from mlff2d.evaluation_baseline import baseline_errors, fit_element_energies
+from mlff2d.evaluation_figures import compare_element_maps, element_maps, parity_plot
+from mlff2d.evaluation_stats import per_element, summarize
+from mlff2d.relaxation_tables import relaxation_table, write_table
+from mlff2d.table_files import DASH
 from mlff2d.store import FrameBuffer, FrameWriter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -215,13 +211,13 @@ def test_compare_maps_share_colour_scale(tmp_path: Path, errors: pd.DataFrame, m
     a = per_element(errors)
     b = a.assign(energy_mae_meV=a["energy_mae_meV"] * 3, area_mae=a["area_mae"] / 2)
     calls: list[dict[str, Any]] = []
-    real = ev.plot_periodic_table
+    real = figures.plot_periodic_table
 
     def spy(values: dict[str, float], ax: Any, **kw: Any) -> Any:
         calls.append({"values": values, **kw})
         return real(values, ax, **kw)
 
-    monkeypatch.setattr(ev, "plot_periodic_table", spy)
+    monkeypatch.setattr(figures, "plot_periodic_table", spy)
     assert_figure(compare_element_maps(a, b, ["A", "B"], tmp_path / "compare"))
     assert len(calls) == 4
     energy = [c for c in calls if "meV" in c["label"]]
@@ -258,7 +254,7 @@ def test_relaxation_table_layout_and_marks() -> None:
     assert t.loc[1, "0.01"] == pytest.approx(93.37)  # area × 100
     assert t.loc[:1, ["best", "second"]].values.tolist() == [["1e6", "0.01"], ["0.01", "1e6"]]
     assert t.loc[2, ["best", "second"]].tolist() == ["1e6", ""]  # two values: no underline
-    assert t.loc[2, "0.02"] == ev.DASH and t.loc[4, "1e6"] == ev.DASH and t.loc[4, "best"] == ""
+    assert t.loc[2, "0.02"] == DASH and t.loc[4, "1e6"] == DASH and t.loc[4, "best"] == ""
 
 
 def test_write_table_formats(tmp_path: Path) -> None:
@@ -303,25 +299,25 @@ def test_table_rejects_bad_rows() -> None:
 
 @pytest.fixture
 def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The last Figure handed to save_figure by mlff2d.evaluation (it is still written)."""
+    """The last Figure handed to save_figure by mlff2d.evaluation_figures (it is still written)."""
     captured: dict[str, Any] = {}
-    real = ev.save_figure
+    real = figures.save_figure
 
     def capture(fig, stem):  # type: ignore[no-untyped-def]
         captured["fig"] = fig
         return real(fig, stem)
 
-    monkeypatch.setattr(ev, "save_figure", capture)
+    monkeypatch.setattr(figures, "save_figure", capture)
     return captured
 
 
 def test_cumulative_share() -> None:
-    x, share = ev.cumulative_share(np.array([3.0, 1.0, 2.0, 2.0]))
+    x, share = figures.cumulative_share(np.array([3.0, 1.0, 2.0, 2.0]))
     assert x.tolist() == [1.0, 2.0, 2.0, 3.0] and share.tolist() == [0.25, 0.5, 0.75, 1.0]
 
 
 def test_error_distributions_show_the_evaluated_errors(tmp_path: Path, errors: pd.DataFrame, drawn: dict[str, Any]) -> None:
-    paths = ev.error_distribution_plot(errors, tmp_path / "dist", "m")
+    paths = figures.error_distribution_plot(errors, tmp_path / "dist", "m")
     assert paths[0].read_bytes()[:8] == PNG_MAGIC and paths[1].read_bytes()[:5] == b"%PDF-"
     (h_e, h_a), (c_e, c_a) = np.array(drawn["fig"].axes).reshape(2, 2)
     assert sum(p.get_height() for p in h_e.patches) == 3  # exploded and missing left out
@@ -347,12 +343,12 @@ def test_energy_mae_per_space_group(tmp_path: Path, drawn: dict[str, Any]) -> No
                        slab("TiS2", "1T", "t1", -6.0), slab("ZrS2", "1T", "t2", -6.5)])
     recs = pd.DataFrame([record("h1", 3, True, -6.99, 2.0, ""), record("h2", 3, True, -8.03, 2.0, ""),
                          record("t1", 3, True, -5.995, 2.0, ""), record("t2", 3, False, float("nan"), float("nan"), "exploded")])
-    groups = ev.spacegroup_errors(relaxation_errors(recs, ref), ref)
+    groups = stats.spacegroup_errors(relaxation_errors(recs, ref), ref)
     assert groups["spacegroup"].tolist() == [187, 164]  # P-6m2 (1H), P-3m1 (1T); largest MAE first
     assert groups["symbol"].tolist() == ["P-6m2", "P-3m1"]
     assert groups["n"].tolist() == [2, 1] and groups["n_failed"].tolist() == [0, 1]
     assert groups["energy_mae_meV"].tolist() == pytest.approx([20.0, 5.0])
-    ev.spacegroup_plot(groups, tmp_path / "sg", "m")
+    figures.spacegroup_plot(groups, tmp_path / "sg", "m")
     ax = drawn["fig"].axes[0]
     assert [p.get_height() for p in ax.patches] == pytest.approx([20.0, 5.0])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["P-6m2 (187)", "P-3m1 (164)"]
@@ -363,7 +359,7 @@ def test_per_element_error_against_training_frequency(tmp_path: Path, errors: pd
     table = per_element(errors, counts).set_index("element")
     assert table["n_train_materials"].to_dict() == {"S": 40, "Se": 3, "Mo": 10, "Nb": 0, "W": 0}
     assert "n_train_materials" not in per_element(errors).columns
-    ev.element_frequency_plot(table.reset_index(), tmp_path / "freq", "m")
+    figures.element_frequency_plot(table.reset_index(), tmp_path / "freq", "m")
     ax_e, ax_a = drawn["fig"].axes
     points = {t.get_text(): tuple(t.xy) for t in ax_e.texts}
     assert set(points) == {"S", "Mo", "W"}  # Se (failed) and Nb (missing) have no evaluated structure
@@ -397,7 +393,7 @@ def test_evaluate_command_as_the_rule_calls_it(tmp_path: Path, reference: Path) 
 
 
 def test_r2_is_shown_only_from_five_points() -> None:
-    from mlff2d.evaluation import r2_text
+    from mlff2d.evaluation_stats import r2_text
 
     assert r2_text(np.array([1.0, 2.0]), np.array([1.5, 1.0])) == "$R^2$ not shown (N < 5)"
     x = np.arange(5.0)
@@ -405,18 +401,16 @@ def test_r2_is_shown_only_from_five_points() -> None:
 
 
 def test_element_map_cells_show_their_n(tmp_path: Path, errors: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mlff2d.evaluation as evaluation
-
-    figures = []
-    monkeypatch.setattr(evaluation, "save_figure", lambda fig, stem: figures.append(fig) or [])
-    table = evaluation.per_element(errors)
-    evaluation.element_maps(table, tmp_path / "maps", "t")
-    texts = {t.get_text() for ax in figures[-1].axes for t in ax.texts}
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, stem: drawn.append(fig) or [])
+    table = per_element(errors)
+    element_maps(table, tmp_path / "maps", "t")
+    texts = {t.get_text() for ax in drawn[-1].axes for t in ax.texts}
     assert {f"N={n}" for n in table["n"] if n > 0} <= texts and table["n"].gt(0).sum() >= 2
 
 
 def test_a_tie_for_best_is_marked_for_neither_place() -> None:
-    from mlff2d.evaluation import rank_marks
+    from mlff2d.relaxation_tables import rank_marks
 
     assert rank_marks({"a": 1.0, "b": 2.0, "c": 3.0}) == ({"a"}, {"b"})
     assert rank_marks({"a": 1.0, "b": 1.0, "c": 3.0}) == (set(), set())  # tied best: nothing bold

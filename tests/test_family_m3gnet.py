@@ -222,7 +222,9 @@ def test_without_the_mask_the_garbage_would_change_the_loss(
     trained: Path, garbage_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Negative control: the test above can fail."""
-    monkeypatch.setattr(m3gnet, "mask_out_of_plane", lambda s: np.asarray(s, dtype=float).reshape(3, 3))
+    from mlff2d.families import _m3gnet_data
+
+    monkeypatch.setattr(_m3gnet_data, "mask_out_of_plane", lambda s: np.asarray(s, dtype=float).reshape(3, 3))
     m3gnet.train(garbage_data, tmp_path / "out", {**TINY, "epochs": 1}, device="cpu")
     assert losses(trained)[:2] != losses(tmp_path / "out")
 

@@ -28,7 +28,8 @@ import pytest
 
 from mlff2d.checkpoints import previous_path, readable
 from mlff2d.divergence import DivergenceGuard, TrainingDiverged, diverged_at
-from mlff2d.evaluation import DASH, relaxation_table
+from mlff2d.relaxation_tables import relaxation_table
+from mlff2d.table_files import DASH
 from mlff2d.sweep import best_of, resolve_params, train_point
 from mlff2d.transfer import resolve_transfer_source
 from test_export import prepared  # noqa: F401  (the fixture: a tiny dataset through the data stages)
@@ -373,9 +374,9 @@ def test_m3gnet_recorder_keeps_a_nan_prediction(tmp_path: Path) -> None:
     import torch
     from types import SimpleNamespace
 
-    from mlff2d.families import m3gnet
+    from mlff2d.families import _m3gnet_lightning
 
-    recorder = m3gnet._epoch_recorder(tmp_path)
+    recorder = _m3gnet_lightning.epoch_recorder(tmp_path)
     trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src=0: x),
                               save_checkpoint=lambda path, weights_only=False: Path(path).write_bytes(b""))
     recorder.on_train_start(trainer, None)

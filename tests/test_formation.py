@@ -17,7 +17,7 @@ from ase.build import make_supercell, mx2
 from ase.calculators.singlepoint import SinglePointCalculator
 from formation_helpers import DEMO_ALLOYS, ROOT, demo_relax_sets
 
-from mlff2d.evaluation import DASH
+from mlff2d.table_files import DASH
 from mlff2d.formation import (
     alloy_metals,
     composition_baseline,

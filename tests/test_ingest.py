@@ -13,7 +13,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from conftest import MOS2_FRAC, calc, mos2_lattice, step, trajectory, write_alexandria
 
-from mlff2d.ingest import IngestError, Source, ingest, vacuum_along_z
+from mlff2d.ingest import IngestError, Source, ingest
+from mlff2d.ingest_frames import vacuum_along_z
 from mlff2d.store import read_frames, row_to_atoms
 
 

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from formation_helpers import ROOT, demo_formation
 
-from mlff2d.nequip_model import DEFAULTS, build_inputs, hydra_config, resolve_settings
+from mlff2d.nequip_config import hydra_config
+from mlff2d.nequip_model import DEFAULTS, build_inputs, resolve_settings
 
 NEQUIP_MLFF2D = ROOT / ".venv" / "nequip" / "bin" / "mlff2d"
 TINY = {"max_epochs": 3, "num_layers": 1, "num_features": 4, "radial_mlp_width": 8, "r_max": 3.5, "batch_size": 16}

@@ -41,7 +41,7 @@ def test_the_definition_by_hand() -> None:
 def test_mace_metric_and_metrics_csv(tmp_path: Path) -> None:
     """MACE's metric subclass on MACE's flat reference - prediction (eV/Å³), then read_metrics."""
     pytest.importorskip("mace")
-    from mlff2d.families import mace
+    from mlff2d.families import _mace_patches, mace
 
     class Base:  # what MACELoss.compute leaves for the subclass: its own aux and the flat deltas
         stress_computed = True
@@ -53,7 +53,7 @@ def test_mace_metric_and_metrics_csv(tmp_path: Path) -> None:
         def convert(self, x: np.ndarray) -> np.ndarray:
             return np.asarray(x)
 
-    _, aux = mace._in_plane_metrics_class(Base)().compute()
+    _, aux = _mace_patches.in_plane_metrics_class(Base)().compute()
     assert aux["mae_stress_in_plane_GPa"] == pytest.approx(EXPECTED_GPA, rel=1e-12)
     results = tmp_path / "results.txt"
     results.write_text(json.dumps({"mode": "eval", "epoch": 0, **aux}) + "\n")
@@ -65,9 +65,9 @@ def test_m3gnet_recorder_and_metrics_csv(tmp_path: Path) -> None:
     """M3GNet's Lightning recorder on the same differences, given to it in GPa (matgl's unit)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("matgl")
-    from mlff2d.families import m3gnet
+    from mlff2d.families import _m3gnet_lightning
 
-    recorder = m3gnet._epoch_recorder(tmp_path)
+    recorder = _m3gnet_lightning.epoch_recorder(tmp_path)
     trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x, src=0: x),
                               save_checkpoint=lambda path, weights_only=False: Path(path).write_text("ckpt"))
     recorder.on_train_start(trainer, None)

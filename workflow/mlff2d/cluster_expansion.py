@@ -293,34 +293,10 @@ def run_cluster_expansion(
     outdir.mkdir(parents=True, exist_ok=True)
     table = read_formation_energies(formation_csv)
     alloy = str(table["alloy"].iloc[0])
-    structures: dict[str, Atoms] = {}
-    for set_name in sets:
-        for atoms in ase.io.read(Path(relax_sets) / f"{set_name}_reference.extxyz", index=":"):
-            structures[str(atoms.info["material_id"])] = atoms
+    structures = _relaxed_structures(relax_sets, sets)
     table = table[table["material_id"].isin(structures)].reset_index(drop=True)
-    present = sorted({m for a in structures.values() for m in metal_sites(a)})
-    metals = alloy_metals(alloy, present)
-    anions = sorted({x for a in structures.values() for x in a.get_chemical_symbols() if x in ANIONS})
-    if len(anions) != 1:
-        raise ValueError(f"{alloy}: the MX2 lattice needs one anion species, found {anions}")
-    # the ideal lattice from the training structures only: nothing of val/test shapes the expansion
-    used = [structures[m] for m in table.loc[table["set"] == "train", "material_id"]]
-    if alloy in s["prototypes"]:
-        prototype, prototype_source = s["prototypes"][alloy], "config formation.ce.prototypes"
-    else:
-        prototype, prototype_source = alloy_prototype(list(structures.values()), metals, used)
-    log.info("%s: %s lattice (%s)", alloy, prototype, prototype_source)
-    prim = primitive_structure(metals[0], anions[0], lattice_parameter(used), layer_thickness(used), prototype, s["vacuum"])
-
-    mapped: dict[str, Atoms] = {}
-    failures: dict[str, str] = {}
-    for mid in table["material_id"]:
-        try:
-            mapped[mid] = map_to_lattice(structures[mid], prim)
-        except Exception as exc:  # a structure that does not map is reported, not fatal
-            failures[mid] = f"mapping_failed: {type(exc).__name__}: {exc}"[:300]
-            log.warning("%s: %s", mid, failures[mid])
-
+    metals, prim, prototype, prototype_source = _ideal_lattice(alloy, table, structures, s)
+    mapped, failures = _mapped_structures(table["material_id"], structures, prim)
     train = table[(table["set"] == "train") & table["material_id"].isin(mapped)]
     if len(train) < 2:
         n = int((table["set"] == "train").sum())
@@ -329,11 +305,7 @@ def run_cluster_expansion(
     ce, cv = select_and_fit(prim, metals, [mapped[m] for m in train["material_id"]],
                             train["formation_energy_per_site_eV"].to_numpy(float), s["cutoff_candidates"],
                             s["fit_method"], s["cv_folds"], s["seed"])
-    pred = table[["alloy", "material_id", "set", "x", "n_sites", "n_atoms", "formation_energy_per_site_eV",
-                  "formation_energy_per_atom_eV"]].copy()
-    pred["predicted_per_site_eV"] = [float(ce.predict(mapped[m])) if m in mapped else float("nan") for m in pred["material_id"]]
-    pred["predicted_per_atom_eV"] = pred["predicted_per_site_eV"] * pred["n_sites"] / pred["n_atoms"]
-    pred["failure"] = [failures.get(m, "") for m in pred["material_id"]]
+    pred = _predictions(table, ce, mapped, failures)
     pred.to_csv(outdir / "predictions.csv", index=False, lineterminator="\n")
     cv.to_csv(outdir / "cv.csv", index=False, lineterminator="\n")
     ce.to_dataframe().to_csv(outdir / "eci.csv", index=False, lineterminator="\n")
@@ -359,3 +331,58 @@ def run_cluster_expansion(
         summary["sets"][set_name] = error_stats(rows["predicted_per_atom_eV"], rows["formation_energy_per_atom_eV"])
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _relaxed_structures(relax_sets: str | Path, sets: Sequence[str]) -> dict[str, Atoms]:
+    """The DFT-relaxed structures of every set (``{set}_reference.extxyz``) by material id."""
+    structures: dict[str, Atoms] = {}
+    for set_name in sets:
+        for atoms in ase.io.read(Path(relax_sets) / f"{set_name}_reference.extxyz", index=":"):
+            structures[str(atoms.info["material_id"])] = atoms
+    return structures
+
+
+def _ideal_lattice(
+    alloy: str, table: pd.DataFrame, structures: Mapping[str, Atoms], s: Mapping[str, Any]
+) -> tuple[tuple[str, str], Atoms, str, str]:
+    """(metals, primitive structure, prototype, where the prototype came from) of the alloy's
+    ideal lattice, from the training structures only: nothing of val/test shapes the expansion."""
+    present = sorted({m for a in structures.values() for m in metal_sites(a)})
+    metals = alloy_metals(alloy, present)
+    anions = sorted({x for a in structures.values() for x in a.get_chemical_symbols() if x in ANIONS})
+    if len(anions) != 1:
+        raise ValueError(f"{alloy}: the MX2 lattice needs one anion species, found {anions}")
+    used = [structures[m] for m in table.loc[table["set"] == "train", "material_id"]]
+    if alloy in s["prototypes"]:
+        prototype, prototype_source = s["prototypes"][alloy], "config formation.ce.prototypes"
+    else:
+        prototype, prototype_source = alloy_prototype(list(structures.values()), metals, used)
+    log.info("%s: %s lattice (%s)", alloy, prototype, prototype_source)
+    prim = primitive_structure(metals[0], anions[0], lattice_parameter(used), layer_thickness(used), prototype, s["vacuum"])
+    return metals, prim, prototype, prototype_source
+
+
+def _mapped_structures(
+    material_ids: Sequence[str], structures: Mapping[str, Atoms], prim: Atoms
+) -> tuple[dict[str, Atoms], dict[str, str]]:
+    """Each structure mapped onto the ideal lattice, and the reason for each that does not map."""
+    mapped: dict[str, Atoms] = {}
+    failures: dict[str, str] = {}
+    for mid in material_ids:
+        try:
+            mapped[mid] = map_to_lattice(structures[mid], prim)
+        except Exception as exc:  # a structure that does not map is reported, not fatal
+            failures[mid] = f"mapping_failed: {type(exc).__name__}: {exc}"[:300]
+            log.warning("%s: %s", mid, failures[mid])
+    return mapped, failures
+
+
+def _predictions(table: pd.DataFrame, ce: Any, mapped: Mapping[str, Atoms], failures: Mapping[str, str]) -> pd.DataFrame:
+    """``predictions.csv``: the formation energies with the expansion's prediction per site and
+    per atom (NaN for a structure that does not map) and the mapping failure."""
+    pred = table[["alloy", "material_id", "set", "x", "n_sites", "n_atoms", "formation_energy_per_site_eV",
+                  "formation_energy_per_atom_eV"]].copy()
+    pred["predicted_per_site_eV"] = [float(ce.predict(mapped[m])) if m in mapped else float("nan") for m in pred["material_id"]]
+    pred["predicted_per_atom_eV"] = pred["predicted_per_site_eV"] * pred["n_sites"] / pred["n_atoms"]
+    pred["failure"] = [failures.get(m, "") for m in pred["material_id"]]
+    return pred

@@ -152,7 +152,7 @@ def _write_html(lines: Sequence[str], path: Path) -> None:
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
     body.append("</ul>" if in_list else "")
-    from mlff2d.evaluation import write_html_page
+    from mlff2d.table_files import write_html_page
 
     write_html_page(path, "diagnostics", "".join(body),
                     "body{font-family:system-ui,sans-serif;margin:1.5em;max-width:70em;color:#222}li{margin:.2em 0}")

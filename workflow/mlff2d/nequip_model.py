@@ -48,6 +48,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from mlff2d import divergence
 from mlff2d.config import schema_defaults
 from mlff2d.formation import read_formation_energies
+from mlff2d.nequip_config import DIVERGED, TARGET_SCALE, hydra_config
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,8 @@ DEFAULTS: dict[str, Any] = {
     **{k: v for k, v in schema_defaults("formation.nequip").items() if k != "resources"},
     "devices": 1,
 }
-#: The targets are stored in meV per cell (eV × this factor): formation energies are a few meV/atom,
-#: and in eV the per-atom MSE (~1e-6) leaves Adam's gradient steps near its epsilon, so the model
-#: barely moves off the mean. Predictions are converted back to eV.
-TARGET_SCALE = 1000.0
 #: A predicted formation energy beyond this (eV/atom) is no result: the model diverged.
 NONPHYSICAL_EV_PER_ATOM = 100.0
-#: Where the run's divergence callback records why it stopped the training.
-DIVERGED = "diverged.json"
 #: Failures of a relaxation whose final structure is still used (as in evaluation.py).
 USABLE_FAILURES = ("", "step_limit")
 PREDICTION_COLUMNS = ("material_id", "set", "n_atoms", "formation_energy_per_cell_eV", "predicted_per_cell_eV",
@@ -127,87 +122,6 @@ def resolve_settings(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**DEFAULTS, **params}
 
 
-def hydra_config(data_dir: Path, run_dir: Path, symbols: list[str], test_sets: list[str], s: Mapping[str, Any]) -> dict[str, Any]:
-    """The nequip-train config (plain data; written as YAML)."""
-    metric = "val0_epoch/weighted_sum"
-    metrics = {"_target_": "nequip.train.EnergyOnlyMetrics",
-               "coeffs": {"per_atom_energy_mae": 1.0, "per_atom_energy_rmse": None, "total_energy_mae": None,
-                          "total_energy_rmse": None}}
-    loader = {"_target_": "torch.utils.data.DataLoader", "batch_size": int(s["batch_size"]), "num_workers": 0}
-    return {
-        "run": ["train", "test"],
-        "data": {
-            "_target_": "nequip.data.datamodule.ASEDataModule",
-            "seed": int(s["seed"]),
-            "train_file_path": str(data_dir / "train.extxyz"),
-            "val_file_path": str(data_dir / "val.extxyz"),
-            "test_file_path": [str(data_dir / f"{t}.extxyz") for t in test_sets],
-            "transforms": [
-                {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": symbols,
-                 "chemical_species_to_atom_type_map": {x: x for x in symbols}},
-                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": float(s["r_max"])},
-            ],
-            "train_dataloader": {**loader, "shuffle": True},
-            "val_dataloader": loader,
-            "test_dataloader": loader,
-            "stats_manager": {"_target_": "nequip.data.EnergyOnlyDataStatisticsManager", "type_names": symbols,
-                              "dataloader_kwargs": {"batch_size": 64}},
-        },
-        "trainer": {
-            "_target_": "lightning.Trainer",
-            "accelerator": "gpu" if str(s["device"]).startswith("cuda") else "cpu",
-            "devices": int(s["devices"]),
-            **({"strategy": {"_target_": "nequip.train.SimpleDDPStrategy"}} if int(s["devices"]) > 1 else {}),
-            "max_epochs": int(s["max_epochs"]),
-            "check_val_every_n_epoch": 1,
-            "log_every_n_steps": 1,
-            "enable_progress_bar": False,
-            "logger": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(run_dir), "name": "csv",
-                       "version": 0},
-            "callbacks": [
-                {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "monitor": metric, "dirpath": str(run_dir),
-                 "filename": "best", "save_last": True},
-                {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": metric, "min_delta": 0.0,
-                 "patience": int(s["patience"])},
-                {"_target_": "nequip.train.callbacks.TestTimeXYZFileWriter", "out_file": str(run_dir / "pred"),
-                 "output_fields_from_original_dataset": ["total_energy"], "chemical_symbols": symbols},
-                {"_target_": "mlff2d.lightning_guard.DivergenceStop", "monitor": "val0_epoch/per_atom_energy_mae",
-                 "name": "energy_mae_meV_per_atom", "record": str(run_dir / DIVERGED), "factor": s["divergence_factor"],
-                 "scale": 1000.0 / TARGET_SCALE},
-                {"_target_": "mlff2d.lightning_guard.EpochProgress", "monitor": "val0_epoch/per_atom_energy_mae",
-                 "name": "energy_mae_meV_per_atom", "scale": 1000.0 / TARGET_SCALE},
-            ],
-        },
-        "training_module": {
-            "_target_": "nequip.train.NequIPLightningModule",
-            "loss": {"_target_": "nequip.train.EnergyOnlyLoss", "per_atom_energy": True},
-            "val_metrics": metrics,
-            "test_metrics": metrics,
-            "optimizer": {"_target_": "torch.optim.Adam", "lr": float(s["lr"])},
-            "model": {
-                "_target_": "nequip.model.NequIPGNNModel",
-                "seed": int(s["seed"]),
-                "model_dtype": s["model_dtype"],
-                "type_names": symbols,
-                "r_max": float(s["r_max"]),
-                "num_layers": int(s["num_layers"]),
-                "l_max": int(s["l_max"]),
-                "num_features": int(s["num_features"]),
-                "radial_mlp_depth": int(s["radial_mlp_depth"]),
-                "radial_mlp_width": int(s["radial_mlp_width"]),
-                "num_bessels": int(s["num_bessels"]),
-                "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
-                "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
-                "per_type_energy_scales": "${training_data_stats:per_atom_energy_std}",
-                "per_type_energy_scales_trainable": False,
-                "per_type_energy_shifts_trainable": False,
-                "do_derivatives": False,
-            },
-        },
-        "global_options": {"allow_tf32": False},
-        # set here, not as a command-line override: Hydra's override grammar rejects paths with '~'
-        "hydra": {"run": {"dir": str(run_dir)}},
-    }
 
 
 def _symbols(paths: list[Path]) -> list[str]:

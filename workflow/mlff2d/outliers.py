@@ -3,13 +3,11 @@
 Frame reasons, checked in this order (the first that applies is recorded):
 
 1. the ingest problem code, if any (see :mod:`mlff2d.ingest`);
-2. ``too_many_sites``: more than ``max_sites`` atoms;
-3. ``energy_out_of_range``: E/N > ``energy_max`` or E/N < ``energy_min`` (eV/atom);
-4. ``force_too_large``: any force component with magnitude > ``force_max`` (eV/Å);
-5. ``stress_too_large``: any stress component with magnitude > ``stress_max_kbar`` (kbar);
+2. ``too_many_sites``: more than ``max_sites`` atoms (default 20);
+3. ``energy_out_of_range``: E/N > ``energy_max`` (0) or E/N < ``energy_min`` (-20) eV/atom;
+4. ``force_too_large``: any force component with magnitude > ``force_max`` (20 eV/Å);
+5. ``stress_too_large``: any stress component with magnitude > ``stress_max_kbar`` (500 kbar);
 6. ``isolated_atom``: an atom with no other atom, or periodic image, within ``isolation_cutoff`` Å.
-
-The limits' defaults, the study's thresholds, are the config schema's (``outliers.*``).
 
 ``scope: material`` (default, as in the study, which counts removed materials) removes a whole
 material when any of its frames has a reason; its other frames are recorded as
@@ -122,20 +120,7 @@ def remove_outliers(
     summary of counts by level and reason (``limits``: the schema's by default). Returns the
     material ledger."""
     limits = limits or OutlierLimits()
-    cols = ["material_id", "source", "step", "n_atoms", "energy", "forces", "stress", "positions", "cell", "problem"]
-    parts = []
-    for table in iter_tables(frames, columns=cols):
-        parts.append(
-            pd.DataFrame(
-                {
-                    "material_id": table.column("material_id").to_numpy(zero_copy_only=False),
-                    "source": table.column("source").to_numpy(zero_copy_only=False),
-                    "step": table.column("step").to_numpy(),
-                    "reason": frame_reasons(table, limits),
-                }
-            )
-        )
-    ledger = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["material_id", "source", "step", "reason"])
+    ledger = _frame_ledger(frames, limits)
 
     mats = pd.read_csv(materials, dtype={"material_id": str}, keep_default_na=False)
     bad = ledger[ledger["reason"] != KEPT]
@@ -154,13 +139,7 @@ def remove_outliers(
     mats["n_kept"] = mats["material_id"].map(ledger[kept_frames].groupby("material_id").size()).fillna(0).astype(int)
     mats.loc[mats["reason"] != KEPT, "n_kept"] = 0
 
-    keep = kept_frames.to_numpy()
-    offset = 0
-    with FrameWriter(clean_out) as writer:
-        for table in iter_tables(frames):
-            n = table.num_rows
-            writer.write(table.filter(pa.array(keep[offset : offset + n])))
-            offset += n
+    _write_kept(frames, clean_out, kept_frames.to_numpy())
 
     Path(ledger_frames_out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(ledger, preserve_index=False), ledger_frames_out)
@@ -174,3 +153,31 @@ def remove_outliers(
     )[["level", "reason", "count"]]
     summary.to_csv(summary_out, index=False)
     return mats
+
+
+def _frame_ledger(frames: str | Path, limits: OutlierLimits) -> pd.DataFrame:
+    """One row per frame: material_id, source, step and its reason (:func:`frame_reasons`)."""
+    cols = ["material_id", "source", "step", "n_atoms", "energy", "forces", "stress", "positions", "cell", "problem"]
+    parts = []
+    for table in iter_tables(frames, columns=cols):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "material_id": table.column("material_id").to_numpy(zero_copy_only=False),
+                    "source": table.column("source").to_numpy(zero_copy_only=False),
+                    "step": table.column("step").to_numpy(),
+                    "reason": frame_reasons(table, limits),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["material_id", "source", "step", "reason"])
+
+
+def _write_kept(frames: str | Path, clean_out: str | Path, keep: np.ndarray) -> None:
+    """Write the frames flagged in ``keep`` (one flag per frame, in store order) to ``clean_out``."""
+    offset = 0
+    with FrameWriter(clean_out) as writer:
+        for table in iter_tables(frames):
+            n = table.num_rows
+            writer.write(table.filter(pa.array(keep[offset : offset + n])))
+            offset += n

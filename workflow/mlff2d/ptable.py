@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -95,21 +96,9 @@ def plot_periodic_table(
     Raises:
         ValueError: for a symbol that is not an element, or a non-positive value with ``log``.
     """
-    data: dict[int, float] = {}
-    for symbol, value in values.items():
-        if symbol not in chemical_symbols[1 : MAX_Z + 1]:
-            raise ValueError(f"unknown element symbol {symbol!r}")
-        if np.isfinite(value):
-            if log and value <= 0:
-                raise ValueError(f"log scale needs positive values; {symbol} has {value}")
-            data[chemical_symbols.index(symbol)] = float(value)
+    data = _element_values(values, log)
 
-    finite = list(data.values())
-    lo = vmin if vmin is not None else (min(finite) if finite else (1.0 if log else 0.0))
-    hi = vmax if vmax is not None else (max(finite) if finite else (10.0 * lo if log else 1.0))
-    if hi <= lo:  # a single value: give the scale some width
-        hi = 10.0 * lo if log else lo + 1.0
-    norm = LogNorm(lo, hi) if log else Normalize(lo, hi)
+    norm = _color_norm(list(data.values()), vmin, vmax, log)
     colormap = matplotlib.colormaps[cmap]
 
     if ax is None:  # a plain Figure: no pyplot state, no GUI backend needed
@@ -118,25 +107,7 @@ def plot_periodic_table(
     if not isinstance(fig, Figure):  # a SubFigure: draw the colour bar there, return its root
         fig = fig.figure
     for z in range(1, MAX_Z + 1):
-        col, row = element_position(z)
-        x, y = col - 1, -row
-        if z in data:
-            fill = colormap(norm(data[z]))
-            ink = _text_color(fill)
-        else:
-            fill, ink = NO_DATA_COLOR, "#505050"
-        ax.add_patch(Rectangle((x + 0.03, y + 0.03), 0.94, 0.94, facecolor=fill, edgecolor="white"))
-        if z in data:
-            ax.text(x + 0.5, y + 0.63, chemical_symbols[z], ha="center", va="center",
-                    fontsize=11, fontweight="bold", color=ink)
-            ax.text(x + 0.5, y + (0.33 if counts else 0.27), fmt.format(data[z]), ha="center", va="center",
-                    fontsize=7, color=ink)
-            if counts and chemical_symbols[z] in counts:
-                ax.text(x + 0.5, y + 0.13, f"N={int(counts[chemical_symbols[z]])}", ha="center", va="center",
-                        fontsize=5.5, color=ink)
-        else:
-            ax.text(x + 0.5, y + 0.5, chemical_symbols[z], ha="center", va="center",
-                    fontsize=10, color=ink)
+        _draw_cell(ax, z, data, colormap, norm, fmt, counts)
     for row, span in ((6, "57–71"), (7, "89–103")):  # where the f-block rows belong
         ax.text(2.5, -row + 0.5, span, ha="center", va="center", fontsize=7, color="#808080")
 
@@ -151,6 +122,53 @@ def plot_periodic_table(
     cax.tick_params(labelsize=8)
     cax.set_title(label, fontsize=10)
     return fig
+
+
+def _element_values(values: Mapping[str, float], log: bool) -> dict[int, float]:
+    """The finite values by atomic number; raises ValueError for a symbol that is not an
+    element or (with ``log``) a value that is not positive."""
+    data: dict[int, float] = {}
+    for symbol, value in values.items():
+        if symbol not in chemical_symbols[1 : MAX_Z + 1]:
+            raise ValueError(f"unknown element symbol {symbol!r}")
+        if np.isfinite(value):
+            if log and value <= 0:
+                raise ValueError(f"log scale needs positive values; {symbol} has {value}")
+            data[chemical_symbols.index(symbol)] = float(value)
+    return data
+
+
+def _color_norm(finite: list[float], vmin: float | None, vmax: float | None, log: bool) -> Normalize:
+    """The colour scale: ``vmin``/``vmax``, else the range of the values, never of zero width."""
+    lo = vmin if vmin is not None else (min(finite) if finite else (1.0 if log else 0.0))
+    hi = vmax if vmax is not None else (max(finite) if finite else (10.0 * lo if log else 1.0))
+    if hi <= lo:  # a single value: give the scale some width
+        hi = 10.0 * lo if log else lo + 1.0
+    return LogNorm(lo, hi) if log else Normalize(lo, hi)
+
+
+def _draw_cell(ax: Axes, z: int, data: Mapping[int, float], colormap: Any, norm: Normalize, fmt: str,
+               counts: Mapping[str, int] | None) -> None:
+    """One element's cell: coloured by its value (grey without one), symbol, value and ``N=k``."""
+    col, row = element_position(z)
+    x, y = col - 1, -row
+    if z in data:
+        fill = colormap(norm(data[z]))
+        ink = _text_color(fill)
+    else:
+        fill, ink = NO_DATA_COLOR, "#505050"
+    ax.add_patch(Rectangle((x + 0.03, y + 0.03), 0.94, 0.94, facecolor=fill, edgecolor="white"))
+    if z in data:
+        ax.text(x + 0.5, y + 0.63, chemical_symbols[z], ha="center", va="center",
+                fontsize=11, fontweight="bold", color=ink)
+        ax.text(x + 0.5, y + (0.33 if counts else 0.27), fmt.format(data[z]), ha="center", va="center",
+                fontsize=7, color=ink)
+        if counts and chemical_symbols[z] in counts:
+            ax.text(x + 0.5, y + 0.13, f"N={int(counts[chemical_symbols[z]])}", ha="center", va="center",
+                    fontsize=5.5, color=ink)
+    else:
+        ax.text(x + 0.5, y + 0.5, chemical_symbols[z], ha="center", va="center",
+                fontsize=10, color=ink)
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:

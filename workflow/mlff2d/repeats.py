@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlff2d.evaluation import TABLE_DECIMALS, TABLE_QUANTITIES, tex_escape, write_table_files
+from mlff2d.relaxation_tables import TABLE_DECIMALS, TABLE_QUANTITIES
+from mlff2d.table_files import tex_escape, write_table_files
 from mlff2d.report import flat
 
 UNITS = {"Energy": "meV/atom", "Area": "Å²/atom × 100"}

@@ -261,7 +261,7 @@ def novelty_table(summaries: Sequence[str | Path], models: Sequence[str], out: s
     rows = [{"model": m, **json.loads(Path(f).read_text())} for m, f in zip(models, summaries)]
     table = pd.DataFrame(rows)
     table.to_csv(out, index=False, lineterminator="\n")
-    from mlff2d.evaluation import write_frame_html
+    from mlff2d.table_files import write_frame_html
 
     write_frame_html(table, Path(out).with_suffix(".html"), "Relaxation energy error against novelty (SOAP distance to the "
                      "nearest training structure): Spearman rank correlation per model and set.")

@@ -8,7 +8,7 @@ it (no installed file is edited):
 * **In-plane stress loss.** ``--loss stress`` builds ``modules.WeightedEnergyForcesStressLoss``
   (stage one) and again for stage two, both looked up at call time by
   ``mace.tools.scripts_utils`` in the ``mace.modules`` namespace. That name is patched to
-  :func:`_in_plane_stress_loss_class`'s subclass, whose stress term is the mean squared error
+  :func:`mlff2d.families._mace_patches.in_plane_stress_loss_class`'s subclass, whose stress term is the mean squared error
   over the in-plane components xx, xy, yx, yy only (the mean over those 4, where MACE's
   averages 9): zz, xz, yz, zx, zy never reach the loss (selected out, not multiplied by zero, so
   even NaN labels there are harmless). This is the thesis's "remove any z-stress components
@@ -44,25 +44,18 @@ re-trains an epoch (its checkpoint was older than its last epoch) the later row 
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import importlib
-import itertools
 import json
 import logging
-import math
-import re
 import shutil
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from mlff2d import checkpoints, divergence
-from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, FamilySpec, epoch_line, eta_seconds, in_plane_stress_mae, pick_device
-from mlff2d.units import EV_PER_A3_IN_GPA
+from mlff2d import divergence
+from mlff2d.families import FamilySpec, pick_device
+from mlff2d.families._mace_batch import evaluate_batch
+from mlff2d.families._mace_files import count_frames, read_metrics, resume_checkpoint
+from mlff2d.families._mace_patches import frozen_blocks, patched_mace
 
 #: Training settings and their defaults. MACE's own defaults unless the thesis says otherwise:
 #: L = 2 (``max_L``), 192 channels, stage two ("SWA") from epoch 50 with energy weight 10 and
@@ -132,8 +125,6 @@ _FLAG_NAMES = {"epochs": "max_num_epochs"}
 #: Keys handled by train() itself rather than passed as flags.
 _NOT_FLAGS = {"swa", "start_swa", "extra_args", "loss", "freeze_blocks", "refit_element_energies", *divergence.DEFAULTS}
 _LOSSES = ("stress", "weighted")
-#: In-plane (x, y) block of a 3×3 stress.
-IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))
 
 def mace_settings(
     data_dir: Path, outdir: Path, params: Mapping[str, Any], init_model: Path | None, device: str, restart: bool
@@ -196,262 +187,6 @@ def mace_namespace(settings: Mapping[str, Any]) -> Any:
     return args
 
 
-def _in_plane_stress_loss_class() -> type:
-    """MACE's ``WeightedEnergyForcesStressLoss`` with the stress term over xx, xy, yx, yy only."""
-    import torch
-    from mace.modules import loss as mace_loss
-
-    class InPlaneStressLoss(mace_loss.WeightedEnergyForcesStressLoss):
-        """Energy + forces + stress loss whose stress error ignores the out-of-plane (z) components."""
-
-        def __init__(self, energy_weight: float = 1.0, forces_weight: float = 1.0, stress_weight: float = 1.0) -> None:
-            super().__init__(energy_weight=energy_weight, forces_weight=forces_weight, stress_weight=stress_weight)
-            mask = torch.zeros(3, 3, dtype=torch.bool)
-            for i, j in IN_PLANE:
-                mask[i, j] = True
-            self.register_buffer("stress_mask", mask, persistent=False)
-
-        def forward(self, ref: Any, pred: Any, ddp: bool | None = None) -> torch.Tensor:
-            loss_energy = mace_loss.weighted_mean_squared_error_energy(ref, pred, ddp)
-            loss_forces = mace_loss.mean_squared_error_forces(ref, pred, ddp)
-            weight = (ref.weight * ref.stress_weight).view(-1, 1)
-            # Select, do not multiply: garbage (even NaN) out-of-plane labels never enter.
-            delta = ref["stress"][:, self.stress_mask] - pred["stress"][:, self.stress_mask]
-            loss_stress = mace_loss.reduce_loss(weight * torch.square(delta), ddp)
-            return self.energy_weight * loss_energy + self.forces_weight * loss_forces + self.stress_weight * loss_stress
-
-    return InPlaneStressLoss
-
-
-def _in_plane_metrics_class(base: type) -> type:
-    """MACE's per-epoch metric (``MACELoss``) plus the in-plane stress MAE (GPa) and a wall time."""
-
-    class InPlaneMACELoss(base):  # type: ignore[misc, valid-type]
-        def compute(self) -> tuple[float, dict[str, Any]]:
-            loss, aux = super().compute()
-            if self.stress_computed:
-                # reference - prediction in eV/Å³; MACE keeps it flat (9 row-major values per
-                # structure whose stress weight is non-zero)
-                aux["mae_stress_in_plane_GPa"] = in_plane_stress_mae(self.convert(self.delta_stress), EV_PER_A3_IN_GPA)
-            aux["wall_time"] = time.time()
-            return loss, aux
-
-    return InPlaneMACELoss
-
-
-def _atomic_checkpoint_save(self: Any, checkpoint: Any, epochs: int, keep_last: bool = False) -> None:
-    """``mace.tools.checkpoint.CheckpointIO.save``, made safe against a kill: the checkpoint is
-    written to a temporary file and renamed into place, and the one before it is kept until the
-    next one is complete (MACE deletes the old checkpoint before writing the new one)."""
-    import os
-
-    import torch
-
-    path = os.path.join(self.directory, self._get_checkpoint_filename(epochs, self.swa_start))
-    os.makedirs(self.directory, exist_ok=True)
-    torch.save(obj=checkpoint, f=path + ".tmp")
-    os.replace(path + ".tmp", path)
-    # MACE deletes old_path here unless keep_last; that deletion waits for the next save
-    pending = getattr(self, "mlff2d_pending", None)
-    if not self.keep and pending not in (None, path) and os.path.exists(pending):
-        os.remove(pending)
-    self.mlff2d_pending = None if keep_last else self.old_path
-    self.old_path = path
-
-
-def _guarded_valid_err_log(original: Any, guard: divergence.DivergenceGuard, epochs: int) -> Any:
-    """MACE's per-epoch validation log: the metrics go to MACE's results file as MACE writes them,
-    the log line is :func:`mlff2d.families.epoch_line`'s (1-based epochs, as in metrics.csv,
-    with the ETA) instead of MACE's own, and the divergence test of the epoch follows."""
-    started, last, done = time.perf_counter(), [time.perf_counter()], [0]
-
-    @functools.wraps(original)
-    def valid_err_log(valid_loss: Any, eval_metrics: dict[str, Any], logger: Any, log_errors: Any, epoch: int | None = None,
-                      valid_loader_name: str = "Default") -> None:
-        eval_metrics.update(mode="eval", epoch=epoch, head=valid_loader_name)
-        logger.log(eval_metrics)  # MACE's results file, read by read_metrics
-        now = time.perf_counter()
-        if epoch is None:  # the evaluation before any training
-            last[0] = now
-            return
-        row = {"energy_mae_meV_per_atom": 1000.0 * float(eval_metrics.get("mae_e_per_atom", math.nan)),
-               "forces_mae_meV_per_A": 1000.0 * float(eval_metrics.get("mae_f", math.nan))}
-        if "mae_stress_in_plane_GPa" in eval_metrics:
-            row["stress_mae"] = float(eval_metrics["mae_stress_in_plane_GPa"])
-        done[0] += 1
-        eta = eta_seconds(now - started, done[0], epochs - int(epoch) - 1)
-        logging.info(epoch_line(int(epoch) + 1, epochs, row, now - last[0], eta) + f", loss {float(valid_loss):.4g}")
-        last[0] = now
-        guard.check(int(epoch) + 1, {k: row[k] for k in divergence.WATCHED})
-
-    return valid_err_log
-
-
-@contextlib.contextmanager
-def _patched_mace(expect_restart: bool, guard: divergence.DivergenceGuard | None = None, epochs: int = 0) -> Iterator[None]:
-    """Swap MACE's stress loss, validation metric, validation log (divergence test), checkpoint
-    writer and epoch loop (see the module docstring); restore them, the root logger and torch's
-    default dtype afterwards."""
-    import mace.tools
-    import torch
-    from mace.tools import checkpoint, scripts_utils
-
-    train_module = importlib.import_module("mace.tools.train")
-    loaded: list[int] = []
-
-    original_load_latest = checkpoint.CheckpointHandler.load_latest
-    original_train = mace.tools.train
-
-    @functools.wraps(original_load_latest)
-    def load_latest(self: Any, *args: Any, **kwargs: Any) -> int | None:
-        epochs = original_load_latest(self, *args, **kwargs)
-        if epochs is not None:
-            loaded.append(epochs)
-        return epochs
-
-    @functools.wraps(original_train)
-    def train_loop(*args: Any, **kwargs: Any) -> Any:
-        if expect_restart and not loaded:  # MACE swallows load errors and would start afresh
-            raise RuntimeError(
-                "a checkpoint exists but MACE could not load it (changed settings?); "
-                "remove the output directory's checkpoints to train from scratch"
-            )
-        if loaded:  # a checkpoint saved after epoch e was loaded: go on with epoch e + 1
-            kwargs["start_epoch"] = loaded[-1] + 1
-            logging.info(f"mlff2d: resuming after epoch {loaded[-1] + 1} (1-based; MACE checkpoint epoch {loaded[-1]})")
-        return original_train(*args, **kwargs)
-
-    root = logging.getLogger()
-    saved_logging = (list(root.handlers), list(root.filters), root.level)
-    saved_dtype = torch.get_default_dtype()
-    modules = scripts_utils.modules  # what get_loss_fn/get_swa resolve the loss class in
-    saved = [
-        (modules, "WeightedEnergyForcesStressLoss", modules.WeightedEnergyForcesStressLoss),
-        (train_module, "MACELoss", train_module.MACELoss),
-        (checkpoint.CheckpointHandler, "load_latest", original_load_latest),
-        (checkpoint.CheckpointIO, "save", checkpoint.CheckpointIO.save),
-        (train_module, "valid_err_log", train_module.valid_err_log),
-        (mace.tools, "train", original_train),
-    ]
-    try:
-        modules.WeightedEnergyForcesStressLoss = _in_plane_stress_loss_class()
-        train_module.MACELoss = _in_plane_metrics_class(train_module.MACELoss)
-        checkpoint.CheckpointHandler.load_latest = load_latest
-        checkpoint.CheckpointIO.save = _atomic_checkpoint_save
-        train_module.valid_err_log = _guarded_valid_err_log(train_module.valid_err_log, guard or divergence.DivergenceGuard(), epochs)
-        for handler in saved_logging[0]:  # MACE adds its own console handler: one copy of each line
-            root.removeHandler(handler)
-        mace.tools.train = train_loop
-        yield
-    finally:
-        for owner, name, value in saved:
-            setattr(owner, name, value)
-        for handler in root.handlers[:]:
-            if handler not in saved_logging[0]:
-                root.removeHandler(handler)
-                handler.close()
-        for handler in saved_logging[0]:
-            if handler not in root.handlers:
-                root.addHandler(handler)
-        root.filters[:] = saved_logging[1]
-        root.setLevel(saved_logging[2])
-        torch.set_default_dtype(saved_dtype)
-
-
-@contextlib.contextmanager
-def _frozen_blocks(n_blocks: int) -> Iterator[None]:
-    """Freeze the node embedding and the first ``n_blocks`` interaction and product blocks of
-    the model MACE builds (for fine-tuning): MACE's ``get_params_options``, which run_train
-    calls with the model just before it builds the optimizer, is wrapped to switch their
-    ``requires_grad`` off; frozen weights get no gradient, so the optimizer leaves them as
-    they are. Restored afterwards."""
-    if n_blocks <= 0:
-        yield
-        return
-    from mace.cli import run_train
-
-    original = run_train.get_params_options
-
-    @functools.wraps(original)
-    def get_params_options(args: Any, model: Any) -> Any:
-        if n_blocks > len(model.interactions):
-            raise ValueError(f"freeze_blocks={n_blocks}, but the initial model has {len(model.interactions)} interaction blocks")
-        frozen = [model.node_embedding, *model.interactions[:n_blocks], *model.products[:n_blocks]]
-        for module in frozen:
-            module.requires_grad_(False)
-        logging.info(f"mlff2d: froze the node embedding and the first {n_blocks} interaction block(s)")
-        return original(args, model)
-
-    run_train.get_params_options = get_params_options
-    try:
-        yield
-    finally:
-        run_train.get_params_options = original
-
-
-def count_frames(path: str | Path) -> int:
-    """Number of frames in an (ext)xyz file, read by the atom-count lines only."""
-    count = 0
-    with open(path) as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            count += 1
-            for _ in itertools.islice(handle, int(line) + 1):
-                pass
-    return count
-
-
-def _resume_checkpoint(outdir: Path, tag: str) -> bool:
-    """Whether MACE resumes: its newest checkpoint of ``tag`` that is readable; newer unreadable
-    ones are set aside (see :mod:`mlff2d.checkpoints`), and with none left the run starts
-    afresh (MACE's per-epoch results of the old run set aside too). Recorded in resume.json."""
-    pattern = re.compile(rf"^{re.escape(tag)}_epoch-(\d+)(_swa)?\.pt$")
-    folder = outdir / "checkpoints"
-    found = [(int(m.group(1)), bool(m.group(2)), p) for p in (folder.iterdir() if folder.is_dir() else [])
-             if (m := pattern.match(p.name))]
-    ckpt, notes = checkpoints.first_readable([p for *_, p in sorted(found, reverse=True)])
-    if ckpt is not None and ckpt.name.endswith("_swa.pt"):  # MACE reloads stage one's newest at the end too
-        _, more = checkpoints.first_readable([p for _, swa, p in sorted(found, reverse=True) if not swa and p.exists()])
-        notes += more
-    results = outdir / "mace" / "results" / f"{tag}_train.txt"
-    if ckpt is None and notes and results.exists():
-        results.replace(results.with_name(results.name + ".before-fresh-start"))
-    checkpoints.record_resume(outdir, ckpt, notes)
-    return ckpt is not None
-
-
-def read_metrics(results_file: str | Path, max_epochs: int | None = None) -> pd.DataFrame:
-    """``metrics.csv`` rows from MACE's per-epoch JSON lines (``"mode": "eval"``); with
-    ``max_epochs``, rows of later epochs (left by an earlier, longer run) are dropped."""
-    rows: dict[int, list[Any]] = {}
-    previous_time: float | None = None
-    path = Path(results_file)
-    lines = path.read_text().splitlines() if path.exists() else []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short (a kill, a full disk): the epochs before it count
-            logging.getLogger(__name__).warning("%s: line %d is not JSON, skipped", path, number)
-            continue
-        if record.get("mode") != "eval":
-            continue
-        wall = record.get("wall_time")
-        if record.get("epoch") is not None:
-            epoch = int(record["epoch"]) + 1
-            elapsed = wall - previous_time if wall is not None and previous_time is not None else math.nan
-            rows[epoch] = [
-                epoch,
-                1000.0 * float(record["mae_e_per_atom"]),
-                1000.0 * float(record["mae_f"]),
-                float(record.get("mae_stress_in_plane_GPa", math.nan)),  # older runs' eV/Å³ key: NaN
-                STRESS_UNIT,
-                elapsed,
-            ]
-        previous_time = wall
-    return pd.DataFrame([rows[e] for e in sorted(rows) if max_epochs is None or e <= max_epochs], columns=METRIC_COLUMNS)
-
-
 def train(
     data_dir: str | Path,
     outdir: str | Path,
@@ -480,24 +215,11 @@ def train(
         ValueError: an unknown setting or an unsupported loss.
         FileNotFoundError: missing data or ``init_model``.
     """
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown mace training setting(s) {unknown}; known: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
-    if p["loss"] not in _LOSSES:
-        raise ValueError(f"mace loss must be one of {_LOSSES} (the in-plane stress mask covers 'stress' only), got {p['loss']!r}")
+    p = _checked_params(params, data_dir, init_model)
     data_dir, outdir = Path(data_dir).resolve(), Path(outdir).resolve()
-    for split in ("train", "val"):
-        if not (data_dir / f"{split}.extxyz").is_file():
-            raise FileNotFoundError(data_dir / f"{split}.extxyz")
-    n_train = count_frames(data_dir / "train.extxyz")
-    if n_train < int(p["batch_size"]):  # MACE drops the last partial batch: nothing would train
-        raise ValueError(f"fewer training structures ({n_train}) than batch_size ({p['batch_size']})")
-    if init_model is not None and not Path(init_model).is_file():
-        raise FileNotFoundError(init_model)
     outdir.mkdir(parents=True, exist_ok=True)
     tag = f"{p['name']}_run-{p['seed']}"
-    restart = _resume_checkpoint(outdir, tag)
+    restart = resume_checkpoint(outdir, tag)
     model_dir = outdir / "mace" / "models"
     if model_dir.is_dir():  # MACE writes fresh ones at the end; never pick up stale ones
         shutil.rmtree(model_dir)
@@ -514,8 +236,35 @@ def train(
     finally:  # also for a diverged or failed run: metrics.csv shows its epochs
         read_metrics(results, int(p["epochs"])).to_csv(outdir / "metrics.csv", index=False)
 
-    stage_two = model_dir / f"{p['name']}_stagetwo.model"
-    final = stage_two if stage_two.is_file() else model_dir / f"{p['name']}.model"
+    return _install_model(model_dir, str(p["name"]), outdir)
+
+
+def _checked_params(params: Mapping[str, Any], data_dir: str | Path, init_model: str | Path | None) -> dict[str, Any]:
+    """The settings of a :func:`train` call (:data:`DEFAULTS` overridden by ``params``) after
+    checking them, the exported data and ``init_model`` (the errors :func:`train` raises)."""
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown mace training setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **params}
+    if p["loss"] not in _LOSSES:
+        raise ValueError(f"mace loss must be one of {_LOSSES} (the in-plane stress mask covers 'stress' only), got {p['loss']!r}")
+    data_dir = Path(data_dir).resolve()
+    for split in ("train", "val"):
+        if not (data_dir / f"{split}.extxyz").is_file():
+            raise FileNotFoundError(data_dir / f"{split}.extxyz")
+    n_train = count_frames(data_dir / "train.extxyz")
+    if n_train < int(p["batch_size"]):  # MACE drops the last partial batch: nothing would train
+        raise ValueError(f"fewer training structures ({n_train}) than batch_size ({p['batch_size']})")
+    if init_model is not None and not Path(init_model).is_file():
+        raise FileNotFoundError(init_model)
+    return p
+
+
+def _install_model(model_dir: Path, name: str, outdir: Path) -> Path:
+    """Copy MACE's final model (stage two's when it ran, else stage one's) and its compiled
+    version, when there is one, to ``outdir/model``; returns the path of ``mace.model``."""
+    stage_two = model_dir / f"{name}_stagetwo.model"
+    final = stage_two if stage_two.is_file() else model_dir / f"{name}.model"
     target = outdir / "model"
     target.mkdir(exist_ok=True)
     compiled = final.with_name(final.stem + "_compiled.model")
@@ -537,7 +286,7 @@ def _run_mace(settings: Mapping[str, Any], restart: bool, freeze: int, divergenc
     for row in history or []:
         guard.reason(int(row["epoch"]), {c: row[c] for c in divergence.WATCHED})
     args = mace_namespace(settings)
-    with _patched_mace(expect_restart=restart, guard=guard, epochs=int(settings["max_num_epochs"])), _frozen_blocks(freeze):
+    with patched_mace(expect_restart=restart, guard=guard, epochs=int(settings["max_num_epochs"])), frozen_blocks(freeze):
         run(args)
 
 
@@ -610,53 +359,9 @@ def batch_evaluator(model_path: str | Path, device: str | None = None, default_d
     calc = calculator(model_path, device, default_dtype)
 
     def evaluate(structures: Any) -> list[tuple[float, Any, Any]]:
-        return _evaluate_batch(calc, list(structures))
+        return evaluate_batch(calc, list(structures))
 
     return evaluate
-
-
-def _periodic(atoms: Any) -> Any:
-    """``atoms``, or a copy periodic in all three directions when it has a full cell."""
-    if atoms.pbc.all() or atoms.cell.rank < 3:
-        return atoms
-    out = atoms.copy()
-    out.pbc = True
-    return out
-
-
-def _evaluate_batch(calc: Any, structures: list[Any]) -> list[tuple[float, Any, Any]]:
-    """One forward pass of ``calc``'s model over ``structures`` (see :func:`batch_evaluator`)."""
-    import torch
-    from ase.stress import full_3x3_to_voigt_6_stress
-    from mace import data as mace_data
-    from mace.tools import torch_geometric, torch_tools
-
-    if not structures:
-        return []
-    structures = [_periodic(atoms) for atoms in structures]
-    keyspec = mace_data.KeySpecification(info_keys=calc.info_keys, arrays_keys={**calc.arrays_keys, calc.charges_key: "charges"})
-    with torch_tools.default_dtype(calc.default_dtype):
-        graphs = [
-            mace_data.AtomicData.from_config(
-                mace_data.config_from_atoms(atoms, key_specification=keyspec, head_name=calc.head),
-                z_table=calc.z_table, cutoff=calc.r_max, heads=calc.available_heads,
-            )
-            for atoms in structures
-        ]  # fmt: skip
-    batch = torch_geometric.Batch.from_data_list(graphs).to(calc.device)
-    model = calc.models[0]
-    dtype = next(model.parameters()).dtype
-    batch_dict = {k: (v.to(dtype) if torch.is_tensor(v) and torch.is_floating_point(v) else v) for k, v in batch.to_dict().items()}
-    out = model(batch_dict, compute_stress=True, training=False)
-    e_unit, l_unit = calc.energy_units_to_eV, calc.length_units_to_A
-    energies = (out["energy"].detach().cpu().numpy() * e_unit).tolist()
-    forces = out["forces"].detach().cpu().numpy() * (e_unit / l_unit)
-    stresses = out["stress"].detach().cpu().numpy() * (e_unit / l_unit**3)
-    ptr = batch["ptr"].cpu().numpy()
-    return [
-        (float(energies[i]), forces[ptr[i] : ptr[i + 1]], full_3x3_to_voigt_6_stress(stresses[i]))
-        for i in range(len(structures))
-    ]
 
 
 if __name__ == "__main__":  # a rank of a distributed training (see distributed_command)
