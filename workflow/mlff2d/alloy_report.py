@@ -18,11 +18,10 @@ Columns are e_cut × mode (energy in meV/atom, area in Å²/atom × 100); in eac
 value is bold and the second underlined; "–" marks a model whose training or relaxation
 failed (or has not finished); an empty cell a combination not configured.
 
-Learning curves (one figure per alloy): relaxed energy and area MAE of the test set against
-the number of training materials, normal against transfer, and ``learning_curve_crossover``:
-the smallest training fraction from which on normal training matches transfer, that is its
-MAE is at most ``(1 + tolerance)`` times the transfer MAE at that fraction and at every
-larger one.
+Learning curves (one figure per alloy; :mod:`mlff2d.alloy_learning_curves`): relaxed energy
+and area MAE of the test set against the number of training materials, normal against
+transfer, and ``learning_curve_crossover``: the smallest training fraction from which on
+normal training matches transfer. The figures: :mod:`mlff2d.alloy_figures`.
 """
 
 from __future__ import annotations
@@ -37,8 +36,16 @@ import numpy as np
 import pandas as pd
 
 from mlff2d import layout
+from mlff2d.alloy_figures import QUANTITIES, ecut_key, plot_learning_curve, plot_normal_vs_transfer  # noqa: F401
+from mlff2d.alloy_learning_curves import (  # noqa: F401  (the learning curves, also importable from here)
+    crossover,
+    crossover_verdict,
+    learning_curve_table,
+    with_full_models,
+    write_learning_curves,
+)
 from mlff2d.config import schema_default
-from mlff2d.evaluation import DASH, relaxation_table, write_frame_html, write_table
+from mlff2d.evaluation import relaxation_table, write_table
 from mlff2d.families import family_spec
 from mlff2d.labels import FAMILY_NAMES
 from mlff2d.report import flat, point_status
@@ -52,7 +59,6 @@ THESIS = {
     "combined": "Table 4.3 (M3GNet, all alloys combined, cutoff 0.01)",
     "best": "Table 4.7 (best MACE against best M3GNet, 90:5:5 test set)",
 }
-QUANTITIES = (("energy_mae", "energy MAE (meV/atom)", 1.0), ("area_mae", "area MAE (Å²/atom × 100)", 100.0))
 
 
 def parse_model_dir(path: str | Path) -> dict[str, Any]:
@@ -120,13 +126,6 @@ def attach_baselines(models: pd.DataFrame, root: str | Path | None) -> pd.DataFr
     return out
 
 
-def _ecut_key(ecut: str) -> float:
-    try:
-        return float(ecut)
-    except ValueError:
-        return math.inf
-
-
 def _column(ecut: str, mode: str, prefix: str = "") -> str:
     """A table column label; without spaces (relaxation_table lists the best columns space-separated)."""
     return f"{prefix}e_cut={ecut},{mode}"
@@ -165,7 +164,7 @@ def _table_rows(models: pd.DataFrame, model_label: Any, column: Any) -> pd.DataF
 
 
 def _columns(models: pd.DataFrame, prefix: str = "") -> list[str]:
-    combos = sorted({(r.ecut, r.mode) for r in models.itertuples(index=False)}, key=lambda c: (_ecut_key(c[0]), c[1] != "transfer"))
+    combos = sorted({(r.ecut, r.mode) for r in models.itertuples(index=False)}, key=lambda c: (ecut_key(c[0]), c[1] != "transfer"))
     return [_column(e, m, prefix) for e, m in combos]
 
 
@@ -261,201 +260,6 @@ def write_alloy_tables(models: pd.DataFrame, splits: Sequence[str], outdir: str 
                 index.append(f"- {model_dir} ({relax_set}): {parity}")
     (outdir / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     written.append(outdir / "index.md")
-    return written
-
-
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
-
-
-def plot_normal_vs_transfer(models: pd.DataFrame, family: str, split: str, relax_set: str, stem: str | Path) -> list[Path]:
-    """Grouped bars per dataset (alloys, then the combined one): energy and area MAE of every
-    e_cut × mode; a missing or failed model is marked with "–" at the bottom of its slot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlff2d.ptable import save_figure
-
-    rows = models[(models["family"] == family) & (models["split"] == split) & (models["set"] == relax_set)]
-    if "frac" in rows:
-        rows = rows[rows["frac"].isna()]
-    datasets = sorted(set(rows["dataset"]) - {COMBINED}) + ([COMBINED] if (rows["dataset"] == COMBINED).any() else [])
-    combos = sorted({(r.ecut, r.mode) for r in rows.itertuples(index=False)}, key=lambda c: (_ecut_key(c[0]), c[1] != "transfer"))
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.4 * len(datasets) + 3), 4.0))
-    width = 0.8 / max(1, len(combos))
-    x = np.arange(len(datasets))
-    colours = plt.get_cmap("tab20").colors
-    for (column, ylabel, factor), ax in zip(QUANTITIES, axes):
-        for k, (ecut, mode) in enumerate(combos):
-            values = []
-            for d in datasets:
-                r = rows[(rows["dataset"] == d) & (rows["ecut"] == ecut) & (rows["mode"] == mode)]
-                ok = len(r) and r["status"].iloc[0] == "ok" and math.isfinite(float(r[column].iloc[0]))
-                values.append(float(r[column].iloc[0]) * factor if ok else math.nan)
-            pos = x - 0.4 + width * (k + 0.5)
-            colour = colours[(2 * k) % len(colours)] if mode == "transfer" else colours[(2 * k + 1) % len(colours)]
-            ax.bar(pos, np.nan_to_num(values), width, label=f"e_cut {ecut}, {mode}", color=colour,
-                   hatch="" if mode == "transfer" else "//", edgecolor="black", linewidth=0.4)
-            for p, v in zip(pos, values):
-                if not math.isfinite(v):
-                    ax.annotate(DASH, (p, 0), ha="center", va="bottom", fontsize=9)
-        ax.set_xticks(x)
-        ax.set_xticklabels(["all alloys" if d == COMBINED else d for d in datasets], rotation=30, ha="right")
-        ax.set_ylabel(ylabel)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{FAMILY_NAMES.get(family, family)}: normal against transfer, split {split}, {relax_set} set")
-    fig.tight_layout()
-    return save_figure(fig, Path(stem))
-
-
-def learning_curve_table(models: pd.DataFrame, relax_set: str = "test") -> pd.DataFrame:
-    """Long table of the learning-curve models: dataset, family, mode, frac, n_train_materials,
-    n_train_frames, status, energy_mae (meV/atom), area_mae (Å²/atom × 100)."""
-    rows = with_full_models(models)
-    rows = rows[rows["frac"].notna() & (rows["set"] == relax_set)].copy()
-    rows["frac"] = rows["frac"].astype(float)
-    ok = rows["status"] == "ok"
-    rows["energy_mae"] = rows["energy_mae"].astype(float).where(ok)
-    rows["area_mae"] = (100.0 * rows["area_mae"].astype(float)).where(ok)
-    cols = ["dataset", "family", "ecut", "split", "mode", "frac", "n_train_materials", "n_train_frames", "status", "energy_mae", "area_mae"]
-    return rows[cols].sort_values(["dataset", "family", "mode", "frac"]).reset_index(drop=True)
-
-
-def with_full_models(models: pd.DataFrame) -> pd.DataFrame:
-    """``models`` with the full alloy models added as fraction 1 of every learning curve of the
-    same dataset, family, e_cut and split that has no fraction-1 model of its own (the same
-    training, so the workflow does not train it twice)."""
-    curve = models[models["frac"].notna()]
-    keys = ["dataset", "family", "ecut", "split", "mode"]
-    have_one = {tuple(r) for r in curve.loc[curve["frac"].astype(float) == 1.0, keys].itertuples(index=False)}
-    wanted = {tuple(r) for r in curve[keys].itertuples(index=False)} - have_one
-    full = models[models["frac"].isna()]
-    extra = full[[tuple(r) in wanted for r in full[keys].itertuples(index=False)]].assign(frac="1")
-    return pd.concat([models, extra], ignore_index=True) if len(extra) else models
-
-
-def crossover(curve: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Per dataset × family × quantity: the smallest fraction from which on the normal model's
-    MAE stays within ``(1 + tolerance)`` × the transfer model's (see the module docstring);
-    ``never`` when it does not, ``–`` when a curve has no finished point."""
-    out = []
-    for (dataset, family), group in curve.groupby(["dataset", "family"], sort=True):
-        fracs = sorted(group["frac"].unique())
-        for column, label, _ in QUANTITIES:
-            normal = group[group["mode"] == "normal"].set_index("frac")[column]
-            transfer = group[group["mode"] == "transfer"].set_index("frac")[column]
-            both = [f for f in fracs if f in normal.index and f in transfer.index and np.isfinite(normal[f]) and np.isfinite(transfer[f])]
-            matched = [bool(normal[f] <= (1 + tolerance) * transfer[f]) for f in both]
-            answer: Any = "never" if both else DASH
-            for i in range(len(both)):
-                if all(matched[i:]):
-                    answer = both[i]
-                    break
-            n_train = group.loc[group["frac"] == answer, "n_train_materials"] if not isinstance(answer, str) else pd.Series(dtype=float)
-            smallest = both[0] if both else None
-            out.append(
-                {
-                    "dataset": dataset,
-                    "family": family,
-                    "quantity": label,
-                    "fractions": " ".join(f"{f:g}" for f in fracs),
-                    "verdict": crossover_verdict(answer, both),
-                    "crossover_fraction": answer,
-                    "crossover_n_train_materials": n_train.iloc[0] if len(n_train) else None,
-                    "normal_at_smallest": normal.get(smallest) if smallest is not None else None,
-                    "transfer_at_smallest": transfer.get(smallest) if smallest is not None else None,
-                    "tolerance": tolerance,
-                }
-            )
-    return pd.DataFrame(out)
-
-
-def crossover_verdict(answer: Any, fractions: Sequence[float]) -> str:
-    """The crossover in words: normal matching transfer from the smallest fraction on means
-    transfer never pays; never matching means it pays at every fraction."""
-    if isinstance(answer, str):
-        return "transfer pays at every fraction" if answer == "never" else "no finished point"
-    if fractions and answer == fractions[0]:
-        return "transfer never pays"
-    return f"normal matches transfer from fraction {answer:g}"
-
-
-def plot_learning_curve(curve: pd.DataFrame, dataset: str, stem: str | Path) -> list[Path]:
-    """Energy and area MAE against the number of training materials (log x), normal (dashed)
-    and transfer (solid), one colour per family."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlff2d.ptable import save_figure
-
-    rows = curve[curve["dataset"] == dataset]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    colours = dict(zip(sorted(rows["family"].unique()), plt.get_cmap("tab10").colors))
-    for (column, ylabel, _), ax in zip(QUANTITIES, axes):
-        for (family, mode), group in rows.groupby(["family", "mode"]):
-            group = group.sort_values("frac")
-            n = group["n_train_materials"].astype(float)
-            ax.plot(n, group[column], marker="o", linestyle="-" if mode == "transfer" else "--",
-                    color=colours[family], label=f"{FAMILY_NAMES.get(family, family)} {mode}")
-            for xi, yi in zip(n, group[column]):
-                if not np.isfinite(yi) and np.isfinite(xi):
-                    ax.annotate(DASH, (xi, 0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
-        ax.set_xscale("log")
-        ticks = sorted({int(v) for v in rows["n_train_materials"].dropna()})
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("training materials")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{dataset}: learning curve, normal against transfer")
-    fig.tight_layout()
-    return save_figure(fig, Path(stem))
-
-
-def write_learning_curves(models: pd.DataFrame, outdir: str | Path, figures_dir: str | Path, tolerance: float, relax_set: str = "test") -> list[Path]:
-    """``learning_curve.csv`` (every point) and ``learning_curve_crossover.{csv,md}`` in
-    ``outdir``, one ``learning_curve_<dataset>.{png,pdf}`` per dataset in ``figures_dir``."""
-    outdir, figures_dir = Path(outdir), Path(figures_dir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    curve = learning_curve_table(models, relax_set)
-    curve.to_csv(outdir / "learning_curve.csv", index=False, lineterminator="\n")
-    table = crossover(curve, tolerance)
-    table.to_csv(outdir / "learning_curve_crossover.csv", index=False, lineterminator="\n")
-    lines = [
-        f"# Where transfer pays: smallest training fraction at which normal training matches transfer ({relax_set} set)",
-        "",
-        f"Normal matches transfer at a fraction when its MAE is at most (1 + {tolerance:g}) × the transfer MAE there and at every larger fraction; "
-        "'never' = transfer stays better at every fraction; – = no finished point.",
-        "",
-        "| Alloy | Family | Quantity | Fractions | Verdict | Crossover fraction | Training materials there | Normal at smallest | Transfer at smallest |",
-        "|:--|:--|:--|:--|:--|--:|--:|--:|--:|",
-    ]
-
-    def fmt(v: Any) -> str:
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return DASH
-        return f"{v:.2f}" if isinstance(v, float) else str(v)
-
-    for r in table.itertuples(index=False):
-        frac = r.crossover_fraction if isinstance(r.crossover_fraction, str) else f"{r.crossover_fraction:g}"
-        n = r.crossover_n_train_materials
-        lines.append(f"| {r.dataset} | {FAMILY_NAMES.get(r.family, r.family)} | {r.quantity} | {r.fractions} | {r.verdict} | {frac} | "
-                     f"{'' if n is None or (isinstance(n, float) and not math.isfinite(n)) else int(n)} | {fmt(r.normal_at_smallest)} | {fmt(r.transfer_at_smallest)} |")
-    (outdir / "learning_curve_crossover.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_frame_html(table, figures_dir / "learning_curve_crossover.html", "Where transfer pays: per alloy and family, the "
-                     "smallest training fraction from which normal training matches transfer (test energy MAE, meV/atom).")
-    written = [outdir / "learning_curve.csv", outdir / "learning_curve_crossover.csv", outdir / "learning_curve_crossover.md",
-               figures_dir / "learning_curve_crossover.html"]
-    for dataset in sorted(curve["dataset"].unique()):
-        written += plot_learning_curve(curve, dataset, figures_dir / f"learning_curve_{dataset}")
     return written
 
 

@@ -2,7 +2,7 @@
 
 :func:`relax_batched` gives every structure the same relaxation as
 :func:`mlff2d.relax.relax_structure` – ASE's ``FIRE`` on the package's in-plane cell filter
-(:func:`mlff2d.relax.cell_filter`; positions and a, b relax, c stays fixed), the same ``fmax``
+(:func:`mlff2d.relax_filter.cell_filter`; positions and a, b relax, c stays fixed), the same ``fmax``
 criterion on atoms and cell, the same non-finite and explosion checks and the same outcomes
 (``""``, ``step_limit``, ``non_finite_energy``, ``exploded``, ``exception: ...``) – but the
 model is called once per round for all structures in flight:
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from mlff2d import relax
+from mlff2d import relax, relax_checks, relax_filter
 from mlff2d.config import schema_default
 
 logger = logging.getLogger(__name__)
@@ -132,9 +132,9 @@ class Limits:
 
     fmax: float = schema_default("relax.fmax")
     max_steps: int = schema_default("relax.max_steps")
-    min_distance: float = relax.MIN_DISTANCE
-    bond_cutoff: float = relax.BOND_CUTOFF
-    max_area_factor: float = relax.MAX_AREA_FACTOR
+    min_distance: float = relax_checks.MIN_DISTANCE
+    bond_cutoff: float = relax_checks.BOND_CUTOFF
+    max_area_factor: float = relax_checks.MAX_AREA_FACTOR
     check_every: int = 5
 
 
@@ -161,10 +161,10 @@ class Relaxation:
         self.work.calc = ServedCalculator()
         try:
             cutoff = self.limits.bond_cutoff
-            self.start_area = relax.area_per_atom(self.start)
-            distances = relax._min_image_distances(self.start.positions, self.start.cell.array, cutoff)
-            self.start_pieces = relax._n_pieces(distances, cutoff)
-            self.opt = FIRE(relax.cell_filter(self.work), logfile=None)
+            self.start_area = relax_checks.area_per_atom(self.start)
+            distances = relax_checks._min_image_distances(self.start.positions, self.start.cell.array, cutoff)
+            self.start_pieces = relax_checks._n_pieces(distances, cutoff)
+            self.opt = FIRE(relax_filter.cell_filter(self.work), logfile=None)
             self.opt.fmax = self.limits.fmax  # what Optimizer.irun(fmax=...) sets
         except Exception as exc:
             self._fail(f"exception: {relax._exception_text(exc)}")
@@ -195,7 +195,7 @@ class Relaxation:
             return
         last = self.converged or self.steps >= lim.max_steps
         if last or self.steps % max(1, int(lim.check_every)) == 0:
-            why = relax.explosion(self.work, self.start_area, self.start_pieces, lim.min_distance, lim.bond_cutoff, lim.max_area_factor)
+            why = relax_checks.explosion(self.work, self.start_area, self.start_pieces, lim.min_distance, lim.bond_cutoff, lim.max_area_factor)
             if why:
                 logger.warning("%s exploded after %d steps: %s", self.start.info["material_id"], self.steps, why)
                 self._fail("exploded")
@@ -213,7 +213,7 @@ class Relaxation:
         if self.failure.startswith("exception: "):
             final = self.start
         energy = float(self.work.get_potential_energy()) / len(self.work) if kept else math.nan
-        area = relax.area_per_atom(self.work) if kept else math.nan
+        area = relax_checks.area_per_atom(self.work) if kept else math.nan
         record = relax._record(
             self.start, converged=self.converged and not self.failure, steps=int(self.steps),
             energy_per_atom=energy, area_per_atom=area, wall_time_s=self.own_seconds + self.calc_seconds,

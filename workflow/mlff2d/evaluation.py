@@ -59,7 +59,7 @@ from mlff2d.evaluation_figures import (
     spacegroup_plot,
 )
 from mlff2d.evaluation_stats import per_element, spacegroup_errors, summarize
-from mlff2d.relax import area_per_atom  # one definition (thesis eq. 4.2) for ML and DFT structures
+from mlff2d.relax_checks import area_per_atom  # one definition (thesis eq. 4.2) for ML and DFT structures
 
 # Re-exported for callers that import them from here (cli, report, alloy_report).
 from mlff2d.evaluation_baseline import baseline_errors  # noqa: E402,F401

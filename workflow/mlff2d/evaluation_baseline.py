@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from ase.data import atomic_numbers, chemical_symbols
 
-from mlff2d.relax import area_per_atom
+from mlff2d.relax_checks import area_per_atom
 from mlff2d.store import iter_tables
 
 def _last_frames(clean: str | Path, keep: set[str]) -> dict[str, tuple[int, np.ndarray, float]]:

@@ -269,6 +269,22 @@ def train(
         RuntimeError: gap_fit failed (its output's tail is the message; full log in
             ``outdir/gap/gap_fit.log``).
     """
+    p = _settings(params, init_model, device, devices)
+    data_dir, outdir = Path(data_dir).resolve(), Path(outdir).resolve()
+    train_frames, val_frames = _read_data(data_dir)
+    model, fit_s, log = _fit(train_frames, p, outdir)
+    row = validation_row(calculator(model), val_frames, fit_s)
+    pd.DataFrame([row], columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
+    line = epoch_line(1, 1, row, fit_s, None)
+    logger.info(line)
+    with log.open("a") as handle:
+        handle.write("\nmlff2d: " + line + "\n")
+    divergence.DivergenceGuard(p["divergence_factor"]).check(1, {c: row[c] for c in divergence.WATCHED})
+    return model
+
+
+def _settings(params: Mapping[str, Any], init_model: str | Path | None, device: str | None, devices: int) -> dict[str, Any]:
+    """:data:`DEFAULTS` updated by ``params``, checked (no ``init_model``, known settings and e0)."""
     if init_model is not None:
         raise ValueError("GAP has no fine-tuning: a kernel fit cannot start from a trained model "
                          f"(init_model={init_model}); train GAP alloy models in normal mode")
@@ -282,7 +298,11 @@ def train(
         logger.info("GAP runs on CPU (OpenMP threads); device %r ignored", device)
     if int(devices) > 1:
         logger.info("GAP fits on one node with OpenMP threads; devices=%d ignored", int(devices))
-    data_dir, outdir = Path(data_dir).resolve(), Path(outdir).resolve()
+    return p
+
+
+def _read_data(data_dir: Path) -> tuple[list[Atoms], list[Atoms]]:
+    """The frames of ``data_dir/train.extxyz`` and ``val.extxyz`` (neither may be missing or empty)."""
     for split in ("train", "val"):
         if not (data_dir / f"{split}.extxyz").is_file():
             raise FileNotFoundError(data_dir / f"{split}.extxyz")
@@ -290,7 +310,12 @@ def train(
     val_frames = ase.io.read(data_dir / "val.extxyz", index=":", format="extxyz")
     if not train_frames or not val_frames:
         raise ValueError(f"{data_dir}: empty train or val set ({len(train_frames)}, {len(val_frames)} frames)")
+    return train_frames, val_frames
 
+
+def _fit(train_frames: list[Atoms], p: Mapping[str, Any], outdir: Path) -> tuple[Path, float, Path]:
+    """Run gap_fit in ``outdir/model.tmp``, then rename it ``outdir/model``; returns the model
+    ``gap.xml``, the fit time (s) and the log ``outdir/gap/gap_fit.log``."""
     work, target, tmp = outdir / "gap", outdir / "model", outdir / "model.tmp"
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -312,16 +337,7 @@ def train(
         raise RuntimeError(f"gap_fit failed (exit {proc.returncode}, log {log}):\n{_tail(proc.stdout + proc.stderr)}")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-    model = target / "gap.xml"
-
-    row = validation_row(calculator(model), val_frames, fit_s)
-    pd.DataFrame([row], columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
-    line = epoch_line(1, 1, row, fit_s, None)
-    logger.info(line)
-    with log.open("a") as handle:
-        handle.write("\nmlff2d: " + line + "\n")
-    divergence.DivergenceGuard(p["divergence_factor"]).check(1, {c: row[c] for c in divergence.WATCHED})
-    return model
+    return target / "gap.xml", fit_s, log
 
 
 def calculator(model_path: str | Path, device: str | None = None) -> Any:

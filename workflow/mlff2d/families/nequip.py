@@ -71,12 +71,12 @@ from pathlib import Path
 from typing import Any
 
 import ase.io
-import numpy as np
 import pandas as pd
 
 from mlff2d import checkpoints, divergence
-from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, FamilySpec, epoch_line, eta_seconds, in_plane_stress_mae, pick_device
-from mlff2d.units import EV_PER_A3_IN_GPA
+from mlff2d.families import METRIC_COLUMNS, FamilySpec, _nequip_callbacks, pick_device
+from mlff2d.families._nequip_callbacks import DIVERGED, OUT_OF_PLANE_ROWS_COLS  # noqa: F401  (part of this module's API)
+from mlff2d.families._nequip_config import hydra_config
 
 log = logging.getLogger("mlff2d")
 
@@ -113,9 +113,6 @@ DEFAULTS: dict[str, Any] = {
     **divergence.DEFAULTS,
 }
 
-#: Row-major 3×3 indices of the out-of-plane stress components (xz, yz, zx, zy, zz).
-OUT_OF_PLANE_ROWS_COLS = ((0, 2), (1, 2), (2, 0), (2, 1), (2, 2))
-DIVERGED = "diverged.json"
 MODEL_FILE = "nequip.ckpt"
 META_FILE = "meta.json"
 _SPLITS = ("train", "val")
@@ -153,94 +150,6 @@ def read_meta(model_path: str | Path) -> dict[str, Any]:
     return json.loads((model_file(model_path).parent / META_FILE).read_text())
 
 
-def hydra_config(data_dir: Path, outdir: Path, symbols: list[str], p: Mapping[str, Any], device: str,
-                 init_ckpt: Path | None = None, resume_ckpt: Path | None = None) -> dict[str, Any]:
-    """The nequip-train config (plain data, written as YAML)."""
-    loader = {"_target_": "torch.utils.data.DataLoader", "batch_size": int(p["batch_size"]),
-              "num_workers": int(p["num_workers"])}
-    ignore_nan = {"stress": True}
-    coeffs = {"total_energy": float(p["energy_weight"]), "forces": float(p["forces_weight"]),
-              "stress": float(p["stress_weight"])}
-    metrics = {"_target_": "nequip.train.EnergyForceStressMetrics", "ignore_nan": ignore_nan,
-               "coeffs": {"total_energy_rmse": None, "per_atom_energy_rmse": None, "forces_rmse": None, "stress_rmse": None,
-                          "total_energy_mae": None, "per_atom_energy_mae": 1.0, "forces_mae": 1.0, "stress_mae": None}}
-    if init_ckpt is not None:
-        model: dict[str, Any] = {"_target_": "nequip.model.ModelFromCheckpoint", "checkpoint_path": str(init_ckpt)}
-    else:
-        model = {
-            "_target_": "nequip.model.NequIPGNNModel",
-            "seed": int(p["seed"]),
-            "model_dtype": str(p["model_dtype"]),
-            "type_names": symbols,
-            "r_max": float(p["r_max"]),
-            "num_layers": int(p["num_layers"]),
-            "l_max": int(p["l_max"]),
-            "num_features": int(p["num_features"]),
-            "radial_mlp_depth": int(p["radial_mlp_depth"]),
-            "radial_mlp_width": int(p["radial_mlp_width"]),
-            "num_bessels": int(p["num_bessels"]),
-            "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
-            "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
-            "per_type_energy_scales": "${training_data_stats:forces_rms}",
-            "per_type_energy_scales_trainable": False,
-            "per_type_energy_shifts_trainable": False,
-        }
-    accelerator = "gpu" if device.startswith("cuda") else "cpu"
-    devices: Any = [int(device.partition(":")[2])] if device.startswith("cuda:") else 1
-    config: dict[str, Any] = {
-        "run": ["train"],
-        "data": {
-            "_target_": "nequip.data.datamodule.ASEDataModule",
-            "seed": int(p["seed"]),
-            "train_file_path": str(data_dir / "train.extxyz"),
-            "val_file_path": str(data_dir / "val.extxyz"),
-            "transforms": [
-                {"_target_": "mlff2d.families.nequip.OutOfPlaneStressToNaN"},
-                {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": symbols,
-                 "chemical_species_to_atom_type_map": {x: x for x in symbols}},
-                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": float(p["r_max"])},
-            ],
-            "train_dataloader": {**loader, "shuffle": True},
-            "val_dataloader": loader,
-            "stats_manager": {"_target_": "nequip.data.CommonDataStatisticsManager", "type_names": symbols,
-                              "dataloader_kwargs": {"batch_size": 64}},
-        },
-        "trainer": {
-            "_target_": "lightning.Trainer",
-            "accelerator": accelerator,
-            "devices": devices,
-            "max_epochs": int(p["epochs"]),
-            "check_val_every_n_epoch": 1,
-            "num_sanity_val_steps": 0,
-            "log_every_n_steps": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "logger": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(outdir), "name": "logs"},
-            "callbacks": [
-                {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "monitor": "val0_epoch/weighted_sum",
-                 "dirpath": str(outdir / "checkpoints"), "filename": "best", "save_last": False,
-                 "enable_version_counter": False},
-                {"_target_": "mlff2d.families.nequip.MetricsRecorder", "outdir": str(outdir),
-                 "divergence_factor": p["divergence_factor"]},
-            ],
-        },
-        "training_module": {
-            "_target_": "nequip.train.NequIPLightningModule",
-            "loss": {"_target_": "nequip.train.EnergyForceStressLoss", "per_atom_energy": True, "coeffs": coeffs,
-                     "ignore_nan": ignore_nan},
-            "val_metrics": metrics,
-            "optimizer": {"_target_": "torch.optim.Adam", "lr": float(p["lr"])},
-            "model": model,
-        },
-        "global_options": {"allow_tf32": False, "seed": int(p["seed"])},
-        # set here, not as a command-line override: Hydra's override grammar rejects paths with '~'
-        "hydra": {"run": {"dir": str(outdir / "nequip")}},
-    }
-    if resume_ckpt is not None:
-        config["ckpt_path"] = str(resume_ckpt)
-    return config
-
-
 def train(
     data_dir: str | Path,
     outdir: str | Path,
@@ -276,17 +185,7 @@ def train(
     symbols = _symbols([data_dir / f"{s}.extxyz" for s in _SPLITS])
     init_ckpt = None
     if init_model is not None:
-        source = model_file(init_model)
-        if not source.is_file():
-            raise FileNotFoundError(source)
-        meta = read_meta(source)
-        missing = sorted(set(symbols) - set(meta["type_names"]))
-        if missing:
-            raise ValueError(f"elements {missing} of the data are not among the initial model's {meta['type_names']}")
-        symbols, p["r_max"] = list(meta["type_names"]), float(meta["r_max"])
-        init_ckpt = outdir / "model" / "init.ckpt"
-        if source.resolve() != init_ckpt:
-            shutil.copyfile(source, init_ckpt)
+        symbols, init_ckpt = _init_checkpoint(init_model, symbols, p, outdir)
     device = pick_device(device) if device else _default_device()
 
     last = outdir / "checkpoints" / "last.ckpt"
@@ -298,14 +197,42 @@ def train(
     try:
         _nequip_train(outdir)
     finally:  # also for a diverged or failed run: metrics.csv shows its epochs
-        history = outdir / "checkpoints" / "metrics.csv"
-        if history.exists():
-            shutil.copyfile(history, outdir / "metrics.csv")
-        elif not (outdir / "metrics.csv").exists():
-            pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
+        _copy_metrics(outdir)
     if (outdir / DIVERGED).exists():
         raise divergence.TrainingDiverged(json.loads((outdir / DIVERGED).read_text())["reason"])
 
+    return _save_model(outdir, last, symbols, p, init_model)
+
+
+def _init_checkpoint(init_model: str | Path, symbols: list[str], p: dict[str, Any], outdir: Path) -> tuple[list[str], Path]:
+    """The initial model's type names (sets ``p["r_max"]`` to its cutoff) and its checkpoint,
+    copied to ``outdir/model/init.ckpt``; the data's elements must be among its type names."""
+    source = model_file(init_model)
+    if not source.is_file():
+        raise FileNotFoundError(source)
+    meta = read_meta(source)
+    missing = sorted(set(symbols) - set(meta["type_names"]))
+    if missing:
+        raise ValueError(f"elements {missing} of the data are not among the initial model's {meta['type_names']}")
+    symbols, p["r_max"] = list(meta["type_names"]), float(meta["r_max"])
+    init_ckpt = outdir / "model" / "init.ckpt"
+    if source.resolve() != init_ckpt:
+        shutil.copyfile(source, init_ckpt)
+    return symbols, init_ckpt
+
+
+def _copy_metrics(outdir: Path) -> None:
+    """``outdir/metrics.csv`` from the recorder's ``checkpoints/metrics.csv`` (else an empty one,
+    unless there is one already)."""
+    history = outdir / "checkpoints" / "metrics.csv"
+    if history.exists():
+        shutil.copyfile(history, outdir / "metrics.csv")
+    elif not (outdir / "metrics.csv").exists():
+        pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
+
+
+def _save_model(outdir: Path, last: Path, symbols: list[str], p: Mapping[str, Any], init_model: str | Path | None) -> Path:
+    """``outdir/model``: the best-validation checkpoint (else ``last``) and ``meta.json``."""
     best = outdir / "checkpoints" / "best.ckpt"
     chosen = best if best.is_file() else last
     if not chosen.is_file():
@@ -390,107 +317,7 @@ def calculator(model_path: str | Path, device: str | None = None) -> Any:
 # ------------------------------------------------------------------------------ callbacks (nequip env)
 
 
-def _out_of_plane_transform() -> type:
-    import torch
-
-    class OutOfPlaneStressToNaN(torch.nn.Module):
-        """Data transform: the out-of-plane stress labels (xz, yz, zx, zy, zz) become NaN, so the
-        loss and metrics (``ignore_nan``) leave them out."""
-
-        def forward(self, data: dict[str, Any]) -> dict[str, Any]:
-            if "stress" in data:
-                stress = data["stress"].clone()
-                view = stress.view(-1, 3, 3)
-                for i, j in OUT_OF_PLANE_ROWS_COLS:
-                    view[:, i, j] = float("nan")
-                data["stress"] = stress
-            return data
-
-    return OutOfPlaneStressToNaN
-
-
-def _metrics_recorder() -> type:
-    import lightning.pytorch as pl
-    import torch
-
-    class MetricsRecorder(pl.Callback):
-        """Per-epoch validation metrics (metrics.csv), the last checkpoint and the divergence test."""
-
-        def __init__(self, outdir: str, divergence_factor: float | None = None) -> None:
-            self.outdir = Path(outdir)
-            self.metrics_path = self.outdir / "metrics.csv"
-            self.history_path = self.outdir / "checkpoints" / "metrics.csv"
-            self.ckpt_path = self.outdir / "checkpoints" / "last.ckpt"
-            self.guard = divergence.DivergenceGuard(divergence_factor)
-            self.rows: list[dict[str, Any]] = []
-            self.first_epoch: int | None = None
-            self._reset()
-
-        def _reset(self) -> None:
-            self.sums = np.zeros(2)
-            self.counts = np.zeros(2)
-            self.stress_deltas: list[np.ndarray] = []
-
-        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.first_epoch = trainer.current_epoch
-            self.run_start = time.perf_counter()
-            if self.history_path.exists():
-                rows = pd.read_csv(self.history_path)
-                self.rows = rows[rows["epoch"] <= trainer.current_epoch].to_dict("records")
-            for row in self.rows:
-                self.guard.reason(int(row["epoch"]), {c: row[c] for c in divergence.WATCHED})
-
-        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.t0 = time.perf_counter()
-
-        def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self._reset()
-
-        def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # type: ignore[no-untyped-def]
-            if trainer.sanity_checking:
-                return
-            out = outputs[f"val_{dataloader_idx}_output"]
-            with torch.no_grad():
-                n = batch["num_atoms"].double().reshape(-1)
-                de = (out["total_energy"].detach().double().reshape(-1) - batch["total_energy"].double().reshape(-1)).abs() / n
-                df = (out["forces"].detach().double() - batch["forces"].double()).abs()
-                for k, d in enumerate((de, df)):
-                    d = d[~torch.isnan(d)] if k == 1 else d  # a NaN energy prediction is kept, so it shows
-                    self.sums[k] += float(d.sum())
-                    self.counts[k] += d.numel()
-                if "stress" in batch and "stress" in out:
-                    ds = out["stress"].detach().double().reshape(-1, 3, 3) - batch["stress"].double().reshape(-1, 3, 3)
-                    self.stress_deltas.append(ds.cpu().numpy())
-
-        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            mae = np.divide(self.sums, self.counts, out=np.full(2, np.nan), where=self.counts > 0)
-            stress = (in_plane_stress_mae(np.concatenate(self.stress_deltas), EV_PER_A3_IN_GPA)
-                      if self.stress_deltas else float("nan"))
-            epoch = trainer.current_epoch + 1
-            self.rows = [r for r in self.rows if r["epoch"] < epoch]
-            row = {"epoch": epoch, "energy_mae_meV_per_atom": 1000 * mae[0], "forces_mae_meV_per_A": 1000 * mae[1],
-                   "stress_mae": stress, "stress_unit": STRESS_UNIT, "time_s": time.perf_counter() - self.t0}
-            self.rows.append(row)
-            self.history_path.parent.mkdir(parents=True, exist_ok=True)
-            for path in (self.history_path, self.metrics_path):
-                tmp = path.with_name(f".{path.name}.tmp")
-                pd.DataFrame(self.rows, columns=METRIC_COLUMNS).to_csv(tmp, index=False)
-                os.replace(tmp, path)
-            done = epoch - (self.first_epoch or 0)
-            eta = eta_seconds(time.perf_counter() - self.run_start, done, int(trainer.max_epochs or epoch) - epoch)
-            log.info("%s", epoch_line(epoch, int(trainer.max_epochs or epoch), row, row["time_s"], eta))
-            reason = self.guard.reason(epoch, {c: row[c] for c in divergence.WATCHED})
-            if reason:  # no checkpoint of a diverged epoch
-                (self.outdir / DIVERGED).write_text(json.dumps({"reason": reason}) + "\n")
-                log.error("%s", reason)
-                trainer.should_stop = True
-                return
-            checkpoints.save_keeping_previous(lambda tmp: trainer.save_checkpoint(tmp, weights_only=False), self.ckpt_path)
-
-    return MetricsRecorder
-
-
-_LAZY = {"OutOfPlaneStressToNaN": _out_of_plane_transform, "MetricsRecorder": _metrics_recorder}
+_LAZY = {"OutOfPlaneStressToNaN": "out_of_plane_transform", "MetricsRecorder": "metrics_recorder"}
 _BUILT: dict[str, type] = {}
 
 
@@ -499,7 +326,7 @@ def __getattr__(name: str) -> Any:
     importing this module stays cheap)."""
     if name in _LAZY:
         if name not in _BUILT:
-            cls = _LAZY[name]()
+            cls = getattr(_nequip_callbacks, _LAZY[name])()
             cls.__module__, cls.__qualname__ = __name__, name
             _BUILT[name] = cls
         return _BUILT[name]
