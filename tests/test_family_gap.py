@@ -196,11 +196,21 @@ def test_stress_labels_do_not_change_the_fit(data: Path, tmp_path: Path, fitted:
 
 def test_e0_average(data: Path, tmp_path: Path) -> None:
     gap.train(data, tmp_path, {**TINY, "e0": "average"})
-    assert "e0_method=average" in (tmp_path / "gap" / "gap_fit.log").read_text().splitlines()[0]
+    assert "e0_method=average" in (tmp_path / "gap" / "gap_fit.cfg").read_text().splitlines()
     row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
     assert np.isfinite(row[["energy_mae_meV_per_atom", "forces_mae_meV_per_A"]].to_numpy(dtype=float)).all()
     with pytest.raises(ValueError, match="e0"):
         gap.train(data, tmp_path / "bad", {**TINY, "e0": "isolated"})
+
+
+def test_compressed_soap_fits(data: Path, tmp_path: Path) -> None:
+    """soap_mix_channels K > 0 is gap_fit's compressed SOAP (R_mix, Z_mix, K), read from the
+    arguments file; the fit is a usable model."""
+    gap.train(data, tmp_path, {**TINY, "soap_mix_channels": 3})
+    args = (tmp_path / "gap" / "gap_fit.cfg").read_text()
+    assert "R_mix=T Z_mix=T K=3" in args and (tmp_path / "gap" / "gap_fit.log").read_text().startswith(str(gap.gap_fit_executable()))
+    row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
+    assert np.isfinite(row[["energy_mae_meV_per_atom", "forces_mae_meV_per_A"]].to_numpy(dtype=float)).all()
 
 
 def test_no_fine_tuning(data: Path, tmp_path: Path, fitted: dict[str, Any]) -> None:

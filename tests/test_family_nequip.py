@@ -119,6 +119,37 @@ def test_config_masks_out_of_plane_stress_and_rejects_unknown_settings(tmp_path:
         nequip._settings({"stress_weight": 0})
 
 
+def test_element_energy_shifts_fitted_on_train_and_refitted_on_transfer(tmp_path: Path) -> None:
+    """Per-element shifts are the least-squares energies of the training set (an element it lacks:
+    the mean per-atom energy); a fine-tuned model gets its target's through NequIP's modifier,
+    or keeps the initial model's with refit_element_energies false."""
+    nequip = get_family("nequip")
+    data = write_data(tmp_path / "data")
+    train = ase.io.read(data / "train.extxyz", index=":")
+    p = nequip._settings({})
+    shifts = nequip._energy_shifts(data / "train.extxyz", ["Mo", "S", "W", "Nb"], p, fine_tune=False)
+    fitted = __import__("mlff2d.families", fromlist=["element_energies"]).element_energies(train, [a.get_potential_energy() for a in train])
+    assert set(fitted) == {"Mo", "S", "W"} and all(shifts[e] == pytest.approx(fitted[e]) for e in fitted)
+    mean = sum(a.get_potential_energy() for a in train) / sum(len(a) for a in train)
+    assert shifts["Nb"] == pytest.approx(mean)
+    x = np.array([[list(a.numbers).count(z) / len(a) for z in (42, 16, 74)] for a in train])
+    y = np.array([a.get_potential_energy() / len(a) for a in train])
+    assert np.abs(x @ np.array([fitted[e] for e in ("Mo", "S", "W")]) - y).mean() < np.abs(y - y.mean()).mean()
+    cfg = nequip.hydra_config(data, tmp_path / "out", ["Mo", "S", "W", "Nb"], {**p, "element_energy_shifts": shifts}, "cpu")
+    assert cfg["training_module"]["model"]["per_type_energy_shifts"] == shifts
+    plain = nequip.hydra_config(data, tmp_path / "out", ["Mo", "S"], {**p, "element_energy_shifts": None}, "cpu")
+    assert plain["training_module"]["model"]["per_type_energy_shifts"].startswith("${training_data_stats:")
+    refit = nequip._energy_shifts(data / "train.extxyz", ["Mo", "S", "W", "Nb"], p, fine_tune=True)
+    assert set(refit) == {"Mo", "S", "W"}
+    tuned = nequip.hydra_config(data, tmp_path / "out", ["Mo", "S", "W"], {**p, "element_energy_shifts": refit}, "cpu", init_ckpt=tmp_path / "i.ckpt")
+    model = tuned["training_module"]["model"]
+    assert model["_target_"] == "nequip.model.modify" and model["modifiers"] == [{"modifier": "modify_PerTypeScaleShift", "shifts": refit}]
+    assert model["model"] == {"_target_": "nequip.model.ModelFromCheckpoint", "checkpoint_path": str(tmp_path / "i.ckpt")}
+    assert nequip._energy_shifts(data / "train.extxyz", ["Mo"], {**p, "refit_element_energies": False}, fine_tune=True) is None
+    kept = nequip.hydra_config(data, tmp_path / "out", ["Mo", "S", "W"], {**p, "element_energy_shifts": None}, "cpu", init_ckpt=tmp_path / "i.ckpt")
+    assert kept["training_module"]["model"]["_target_"] == "nequip.model.ModelFromCheckpoint"
+
+
 DEFAULTS_STRESS = get_family("nequip").DEFAULTS["stress_weight"]
 
 

@@ -40,6 +40,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 from types import ModuleType
+from collections.abc import Sequence
 from typing import Any
 
 METRIC_COLUMNS = ["epoch", "energy_mae_meV_per_atom", "forces_mae_meV_per_A", "stress_mae", "stress_unit", "time_s"]
@@ -186,6 +187,23 @@ def family_spec(name: str) -> FamilySpec:
 def get_family(name: str) -> ModuleType:
     """The module of model family ``name``."""
     return importlib.import_module(family_spec(name).module)
+
+
+def element_energies(frames: Sequence[Any], energies: Sequence[float]) -> dict[str, float]:
+    """Per-element energies (eV/atom) by least squares on ``E/N = Σ_el x_el μ_el`` (no
+    intercept; minimum-norm solution when rank-deficient), as the composition baseline."""
+    import numpy as np
+    from ase.data import chemical_symbols
+
+    zs = sorted({int(z) for a in frames for z in a.numbers})
+    index = {z: i for i, z in enumerate(zs)}
+    x = np.zeros((len(frames), len(zs)))
+    for row, atoms in enumerate(frames):
+        for z in atoms.numbers:
+            x[row, index[int(z)]] += 1.0 / len(atoms)
+    y = np.array([e / len(a) for a, e in zip(frames, energies)])
+    mu, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return {chemical_symbols[z]: float(m) for z, m in zip(zs, mu)}
 
 
 def pick_device(device: str | None = None) -> str:

@@ -17,8 +17,13 @@ RECORDER_TARGET = "mlff2d.families.nequip.MetricsRecorder"
 
 def _model(symbols: list[str], p: Mapping[str, Any], init_ckpt: Path | None) -> dict[str, Any]:
     """A new ``NequIPGNNModel``, or the model of ``init_ckpt`` (``ModelFromCheckpoint``)."""
+    shifts = p.get("element_energy_shifts")
     if init_ckpt is not None:
-        return {"_target_": "nequip.model.ModelFromCheckpoint", "checkpoint_path": str(init_ckpt)}
+        model = {"_target_": "nequip.model.ModelFromCheckpoint", "checkpoint_path": str(init_ckpt)}
+        if shifts:  # the target's element energies (NequIP's fine-tuning recipe)
+            model = {"_target_": "nequip.model.modify", "model": model,
+                     "modifiers": [{"modifier": "modify_PerTypeScaleShift", "shifts": dict(shifts)}]}
+        return model
     return {
         "_target_": "nequip.model.NequIPGNNModel",
         "seed": int(p["seed"]),
@@ -32,7 +37,7 @@ def _model(symbols: list[str], p: Mapping[str, Any], init_ckpt: Path | None) -> 
         "radial_mlp_width": int(p["radial_mlp_width"]),
         "num_bessels": int(p["num_bessels"]),
         "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
-        "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
+        "per_type_energy_shifts": {s: float(shifts[s]) for s in symbols} if shifts else "${training_data_stats:per_atom_energy_mean}",
         "per_type_energy_scales": "${training_data_stats:forces_rms}",
         "per_type_energy_scales_trainable": False,
         "per_type_energy_shifts_trainable": False,

@@ -32,7 +32,12 @@ species pair that occurs within ``cutoff_2b`` in the training frames, plus a SOA
 (``add_species=T``: one per central species, dot-product kernel ** ``soap_zeta``). The pairs
 are listed one by one because gap_fit's own ``add_species`` for ``distance_2b`` also adds pairs
 that never occur (W-Mo in a MoS2 + WS2 set) and then aborts in ``select_uniform`` (no data for
-their sparse points).
+their sparse points). gap_fit reads its arguments from ``gap/gap_fit.cfg`` (``config_file=``):
+with tens of species the pair list is longer than the command line it accepts. The full SOAP
+grows with the square of the number of species (a universal 2D set of 40+ elements: tens of
+thousands of components and GBs per descriptor); ``soap_mix_channels`` K > 0 compresses it to
+K mixed channels (``R_mix=T Z_mix=T K=...``, Darby et al., npj Comput. Mater. 8, 166 (2022)),
+which is what makes a universal GAP fit at all.
 
 **Defaults** are those of the annotated ``gap_fit`` command-line example in the GAP
 documentation (libAtoms, "The gap_fit program", https://libatoms.github.io/GAP/gap_fit.html):
@@ -83,7 +88,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from mlff2d import divergence
-from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, FamilySpec, epoch_line, in_plane_stress_mae
+from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, FamilySpec, element_energies, epoch_line, in_plane_stress_mae
 from mlff2d.units import EV_PER_A3_IN_GPA, voigt_to_matrix
 
 logger = logging.getLogger(__name__)
@@ -120,6 +125,10 @@ DEFAULTS: dict[str, Any] = {
     "soap_zeta": 4,
     "soap_n_sparse": 8000,
     "soap_delta": 0.2,  # eV
+    # compressed SOAP (Darby et al., npj Comput. Mater. 2022): K mixed species/radial channels
+    # (gap_fit Z_mix=T R_mix=T K=...); 0 = the full SOAP, whose size grows with the square of the
+    # number of species (44 species at n_max 4, l_max 3: 51521 components per environment)
+    "soap_mix_channels": 0,
     # default_sigma {energy force virial hessian}; no virial labels are given (module docstring)
     "sigma_energy": 0.002,  # eV/atom
     "sigma_forces": 0.2,  # eV/Å
@@ -150,20 +159,6 @@ def gap_fit_executable() -> Path:
     raise FileNotFoundError(f"gap_fit not found next to {sys.executable} nor on PATH; install quippy-ase==0.10.3")
 
 
-def element_energies(frames: Sequence[Atoms], energies: Sequence[float]) -> dict[str, float]:
-    """Per-element energies (eV/atom) by least squares on ``E/N = Σ_el x_el μ_el`` (no
-    intercept; minimum-norm solution when rank-deficient), as the composition baseline."""
-    zs = sorted({int(z) for a in frames for z in a.numbers})
-    index = {z: i for i, z in enumerate(zs)}
-    x = np.zeros((len(frames), len(zs)))
-    for row, atoms in enumerate(frames):
-        for z in atoms.numbers:
-            x[row, index[int(z)]] += 1.0 / len(atoms)
-    y = np.array([e / len(a) for a, e in zip(frames, energies)])
-    mu, *_ = np.linalg.lstsq(x, y, rcond=None)
-    return {chemical_symbols[z]: float(m) for z, m in zip(zs, mu)}
-
-
 def species_pairs(frames: Sequence[Atoms], cutoff: float) -> list[tuple[int, int]]:
     """The (Z1, Z2) pairs, Z1 <= Z2, with at least one distance below ``cutoff`` in ``frames``."""
     from ase.neighborlist import neighbor_list
@@ -187,6 +182,8 @@ def gap_string(p: Mapping[str, Any], pairs: Sequence[tuple[int, int]]) -> str:
             f"n_max={int(p['soap_n_max'])} l_max={int(p['soap_l_max'])} atom_sigma={p['soap_atom_sigma']} "
             f"n_sparse={int(p['soap_n_sparse'])} delta={p['soap_delta']} covariance_type=dot_product "
             f"zeta={p['soap_zeta']} sparse_method=cur_points add_species=T")
+    if int(p["soap_mix_channels"]) > 0:
+        soap += f" R_mix=T Z_mix=T K={int(p['soap_mix_channels'])}"
     return "{" + " : ".join([*two_body, soap]) + "}"
 
 
@@ -325,13 +322,17 @@ def _fit(train_frames: list[Atoms], p: Mapping[str, Any], outdir: Path) -> tuple
     pairs = species_pairs(train_frames, float(p["cutoff_2b"]))
     e0 = element_energies(train_frames, [a.info[ENERGY_KEY] for a in train_frames]) if p["e0"] == "least_squares" else None
     args = gap_fit_args(train_file, p, pairs, e0)
-    command = [str(gap_fit_executable()), *args]
+    # the arguments go through a file: one distance_2b per pair makes a command line longer than
+    # gap_fit reads (it aborts "Problem reading command argument" beyond a few thousand characters)
+    config_file = work / "gap_fit.cfg"
+    config_file.write_text("\n".join(args) + "\n")
+    command = [str(gap_fit_executable()), f"config_file={config_file}"]
     log = work / "gap_fit.log"
     logger.info("gap_fit on %d frames, %d 2-body pairs: %s", len(train_frames), len(pairs), " ".join(command))
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=tmp, capture_output=True, text=True)
     fit_s = time.perf_counter() - start
-    log.write_text(" ".join(command) + "\n\n" + proc.stdout + ("\n--- stderr ---\n" + proc.stderr if proc.stderr else ""))
+    log.write_text(" ".join(command) + "\n" + " ".join(args) + "\n\n" + proc.stdout + ("\n--- stderr ---\n" + proc.stderr if proc.stderr else ""))
     if proc.returncode != 0 or not (tmp / "gap.xml").is_file():
         pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
         raise RuntimeError(f"gap_fit failed (exit {proc.returncode}, log {log}):\n{_tail(proc.stdout + proc.stderr)}")

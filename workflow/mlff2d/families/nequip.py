@@ -54,7 +54,15 @@ neighbour count), Adam.
   ``outdir/model/init.ckpt``, which the new checkpoint then references: keep it there),
   architecture, type names, cutoff and per-type energy shifts/scales included; the data's
   elements must be among its type names. The model-size settings in ``params`` are ignored.
-  The per-element energies are not refitted and no blocks are frozen (no such settings).
+  With ``refit_element_energies`` (the default) the per-element energy shifts of the target's
+  elements are refitted on its training set (``nequip.model.modify`` with
+  ``modify_PerTypeScaleShift``, NequIP's fine-tuning recipe), as normal training fits them;
+  else the initial model's are kept. No blocks are frozen (no such setting).
+* **Element energies.** ``fit_element_energies`` (the default) sets the per-type energy shifts
+  to per-element energies fitted by least squares on the training set
+  (:func:`mlff2d.families.element_energies`); an element absent from it gets the mean per-atom
+  energy. A single mean shift for 40+ elements leaves the network to learn the chemistry's
+  offsets of several eV/atom, which a short training does not.
 """
 
 from __future__ import annotations
@@ -110,6 +118,11 @@ DEFAULTS: dict[str, Any] = {
     "stress_weight": 1.0,  # in-plane stress MSE (eV²/Å⁶)
     "seed": 42,
     "num_workers": 0,
+    # per-element energy shifts (eV/atom) by least squares on the training set, as M3GNet's
+    # element refs and MACE's E0s; false: NequIP's one mean per-atom energy for every element
+    "fit_element_energies": True,
+    # transfer (only with init_model): refit those shifts on the target training set (else keep the initial model's)
+    "refit_element_energies": True,
     **divergence.DEFAULTS,
 }
 
@@ -186,6 +199,7 @@ def train(
     init_ckpt = None
     if init_model is not None:
         symbols, init_ckpt = _init_checkpoint(init_model, symbols, p, outdir)
+    p["element_energy_shifts"] = _energy_shifts(data_dir / "train.extxyz", symbols, p, init_ckpt is not None)
     device = pick_device(device) if device else _default_device()
 
     last = outdir / "checkpoints" / "last.ckpt"
@@ -202,6 +216,26 @@ def train(
         raise divergence.TrainingDiverged(json.loads((outdir / DIVERGED).read_text())["reason"])
 
     return _save_model(outdir, last, symbols, p, init_model)
+
+
+def _energy_shifts(train: Path, symbols: list[str], p: Mapping[str, Any], fine_tune: bool) -> dict[str, float] | None:
+    """Per-element energy shifts (eV/atom) fitted on ``train``: for every type name of a new
+    model (the mean per-atom energy for one the training set lacks); for a fine-tuned model, the
+    training set's elements only. None: NequIP's mean shift, or the initial model's."""
+    import ase.io
+    import numpy as np
+
+    from mlff2d.families import element_energies
+
+    if not (p["refit_element_energies"] if fine_tune else p["fit_element_energies"]):
+        return None
+    frames = ase.io.read(train, index=":", format="extxyz")
+    energies = [a.get_potential_energy() for a in frames]
+    fitted = element_energies(frames, energies)
+    if fine_tune:
+        return fitted
+    mean = float(np.sum(energies) / sum(len(a) for a in frames))
+    return {s: fitted.get(s, mean) for s in symbols}
 
 
 def _init_checkpoint(init_model: str | Path, symbols: list[str], p: dict[str, Any], outdir: Path) -> tuple[list[str], Path]:
