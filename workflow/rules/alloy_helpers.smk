@@ -110,7 +110,7 @@ def alloy_train_args(wildcards):
     the element energies are refitted."""
     spec = ALLOY_FAMILY_CONFIG[wildcards.family]
     mode = spec[wildcards.mode]
-    settings = {**UFF_FAMILIES[wildcards.family]["params"], **spec["params"]}
+    settings = {**UFF_FAMILIES.get(wildcards.family, {}).get("params", {}), **spec["params"]}
     if wildcards.mode == "transfer":  # element energies refitted on the alloy data, or kept
         settings["refit_element_energies"] = mode["refit_element_energies"]
     args = f"--mode {wildcards.mode} --lr {mode['lr']} --batch-size {mode['batch_size']} --params {shlex.quote(json.dumps(settings))}"
