@@ -8,7 +8,7 @@
    every material is training data (all materials, so every element of the val/test sets is
    known to MACE's element table: this checks the engines on the GPU, not the models'
    accuracy); every tenth material also validates.
-2. One tiny point per family trained on the GPU (``mlff2d.sweep.train_point``, device cuda):
+2. One tiny point per family trained on the GPU (``mlff2d.training.sweep.train_point``, device cuda):
    M3GNet nblocks 1, units 16; MACE 8 channels, L = 0; a few epochs.
 3. The demo val and test start structures (first frames), ``--copies`` times (new ids), relaxed
    on the GPU by ``relax_shard`` with ``engine="ase"`` (one structure per model call) and
@@ -58,9 +58,9 @@ def cuda_or_exit(device: str) -> str:
 def demo_data(limit: int | None = None) -> tuple[list[Any], dict[str, str]]:
     """The demo 2D materials (the first ``limit``) and their split (material id -> train/val/test)."""
     sys.path.insert(0, str(ROOT / "workflow"))
-    from mlff2d.ingest import Source
-    from mlff2d.ingest_alexandria import read_alexandria
-    from mlff2d.split import split_materials
+    from mlff2d.data.ingest import Source
+    from mlff2d.data.ingest_alexandria import read_alexandria
+    from mlff2d.data.split import split_materials
 
     source = Source(path=str(DEMO_2D), format="alexandria")
     materials = list(read_alexandria(DEMO_2D, source))[:limit]
@@ -80,7 +80,7 @@ def labelled(frame: Any, material_id: str) -> Any:
 
 def write_export(family: str, materials: list[Any], outdir: Path) -> Path:
     """The family's training export of every third frame (step 2 above)."""
-    from mlff2d.export import write_labelled
+    from mlff2d.data.export import write_labelled
 
     splits: dict[str, list[Any]] = {"train": [], "val": []}
     for i, m in enumerate(materials):
@@ -111,7 +111,7 @@ def start_file(materials: list[Any], split: dict[str, str], copies: int) -> Path
 def run(family: str, point: Path, start: Path, engine: str, n: int, device: str) -> dict[str, Any]:
     import torch
 
-    from mlff2d.relax import relax_shard
+    from mlff2d.relaxation.relax import relax_shard
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
@@ -134,8 +134,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from relax import agreement  # bench/relax.py
 
-    from mlff2d.relax import count_structures
-    from mlff2d.sweep import train_point
+    from mlff2d.relaxation.relax import count_structures
+    from mlff2d.training.sweep import train_point
 
     materials, split = demo_data(args.max_materials)
     start = start_file(materials, split, args.copies)

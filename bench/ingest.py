@@ -3,10 +3,10 @@
     .venv/main/bin/python bench/ingest.py                 # 20k materials x 30 steps (+ 2k for memory)
     .venv/main/bin/python bench/ingest.py --materials 2000 --quick
 
-Dataset: synthetic Alexandria-format files (`mlff2d.synthetic`, 1000 materials per .json.bz2
+Dataset: synthetic Alexandria-format files (`mlff2d.demo.synthetic`, 1000 materials per .json.bz2
 file, MX2 monolayers, two calcs per material). Naive baseline: bz2 + json.load of each file and
 `pymatgen Structure.from_dict` per step, with forces and stress as NumPy arrays (it writes
-nothing). Ours: `mlff2d.ingest.ingest` to the Parquet store with every check, with 1 and with 2
+nothing). Ours: `mlff2d.data.ingest.ingest` to the Parquet store with every check, with 1 and with 2
 worker processes. Peak memory: maximum resident set size of a fresh process ingesting the 2k
 and the 20k dataset (1 worker). Figures go to bench/out/ingest.json and stdout.
 """
@@ -43,7 +43,7 @@ def naive(files: list[Path]) -> int:
 
 
 def ours(root: Path, out: Path, workers: int) -> int:
-    from mlff2d.ingest import Source, ingest
+    from mlff2d.data.ingest import Source, ingest
 
     mats = ingest([Source(str(root), "alexandria")], out / "frames.parquet", out / "materials.csv", workers=workers)
     return int(mats["n_frames"].sum())
@@ -64,7 +64,7 @@ def peak_rss_mb(root: Path, out: Path) -> float:
 
 
 def dataset(n_materials: int, n_steps: int) -> Path:
-    from mlff2d.synthetic import write_alexandria
+    from mlff2d.demo.synthetic import write_alexandria
 
     root = OUT / f"alexandria_{n_materials}x{n_steps}"
     if not (root / "done").exists():

@@ -6,7 +6,7 @@
     .venv/main/bin/python bench/relax.py shards --model default --fmax 0.05
 
 **Engines** (the default): for each family one tiny model, trained once (cached in
-bench/out/relax/engines_<family>/) by ``mlff2d.sweep.train_point`` on the same 60
+bench/out/relax/engines_<family>/) by ``mlff2d.training.sweep.train_point`` on the same 60
 Lennard-Jones-labelled MoS2/WSe2 monolayers (M3GNet: ``MODELS["tiny"]``, 20 epochs; MACE:
 ``MACE_SIZES[--mace-size]``, 20 epochs), relaxes the same start file (below; default 120 structures, 7 atoms on average)
 with ``relax_shard(engine="ase")`` and ``relax_shard(engine="batched")`` in this process, one
@@ -19,7 +19,7 @@ step-count ratio). Output: a summary on stdout and bench/out/relax_engines.json.
 **Shards** (``shards``):
 Model: a tiny M3GNet (nblocks 1, units 16, embeddings 16; ``--model default``: the family's
 default size, nblocks 3, units 64) trained for 20 epochs (lr 3e-3, stress weight 1, batch 8)
-with ``mlff2d.sweep.train_point`` on 60 Lennard-Jones-labelled MoS2/WSe2 monolayers (3 and 6
+with ``mlff2d.training.sweep.train_point`` on 60 Lennard-Jones-labelled MoS2/WSe2 monolayers (3 and 6
 atoms, ±3 % strain, 0.05 Å rattle) in the ``m3gnet`` export format; cached in bench/out/relax/.
 Start structures: MoS2/WSe2/MoSe2/WS2 monolayers of 3, 6 and 12 atoms (1×1, 2×1, 2×2 cells),
 in-plane strain ±4 %, 0.08 Å rattle, c = 18.1 Å; the second half of the file repeats the first
@@ -28,7 +28,7 @@ shard easily has 30 % more FIRE steps than the other, which is the data, not the
 Relaxation: fmax 0.1 eV/Å (the stage's default), max_steps 300.
 
 Every run is a fresh process (``bench/relax.py _shard ...`` calling
-``mlff2d.relax.relax_shard``, as a Snakemake job would) with one torch/BLAS thread:
+``mlff2d.relaxation.relax.relax_shard``, as a Snakemake job would) with one torch/BLAS thread:
 
 * **one**: one process relaxes all structures (shard 0 of size N);
 * **two**: two processes started together relax shards 0 and 1 of size ceil(N/2).
@@ -110,14 +110,14 @@ def training_atoms(n: int, seed: int) -> list[Any]:
 
 
 def training_rows(n: int, seed: int) -> list[dict[str, Any]]:
-    from mlff2d.export import m3gnet_row
+    from mlff2d.data.export import m3gnet_row
 
     return [m3gnet_row(a, a.info["material_id"], 0) for a in training_atoms(n, seed)]
 
 
 def write_mace_data(data: Path) -> Path:
     """The same training frames in the MACE export (extxyz, ``REF_*`` labels)."""
-    from mlff2d.export import write_labelled
+    from mlff2d.data.export import write_labelled
 
     for split, frames in (("train", training_atoms(60, 0)), ("val", training_atoms(12, 1))):
         write_labelled("mace", frames, data, split)
@@ -134,8 +134,8 @@ def trained_point(model: str) -> Path:
     import pyarrow.parquet as pq
     import torch
 
-    from mlff2d.export import M3GNET_SCHEMA
-    from mlff2d.sweep import train_point
+    from mlff2d.data.export import M3GNET_SCHEMA
+    from mlff2d.training.sweep import train_point
 
     torch.set_num_threads(1)
     data = WORK / "data"
@@ -192,7 +192,7 @@ def engine_point(family: str, mace_size: str = "tiny") -> Path:
     status = point / "status.json"
     if status.exists() and json.loads(status.read_text())["status"] == "ok":
         return point
-    from mlff2d.sweep import train_point
+    from mlff2d.training.sweep import train_point
 
     result = train_point(family, write_mace_data(WORK / "data_mace"), point, {**MACE_TRAINING, **MACE_SIZES[mace_size]}, device="cpu")
     if result["status"] != "ok":
@@ -209,7 +209,7 @@ class CallCounter:
         self.calls = 0
         self.handler = logging.Handler()
         self.handler.emit = self._emit  # type: ignore[method-assign]
-        logger = logging.getLogger("mlff2d.batched_relax")
+        logger = logging.getLogger("mlff2d.relaxation.batched")
         logger.setLevel(logging.INFO)
         logger.addHandler(self.handler)
 
@@ -220,12 +220,12 @@ class CallCounter:
     def close(self) -> None:
         import logging
 
-        logging.getLogger("mlff2d.batched_relax").removeHandler(self.handler)
+        logging.getLogger("mlff2d.relaxation.batched").removeHandler(self.handler)
 
 
 def run_engine(family: str, point: Path, start: Path, engine: str, args: argparse.Namespace) -> dict[str, Any]:
     """One ``relax_shard`` of the whole start file with ``engine``; its wall time and records."""
-    from mlff2d.relax import count_structures, relax_shard
+    from mlff2d.relaxation.relax import count_structures, relax_shard
 
     out = WORK / f"engines_run_{family}_{engine}"
     counter = CallCounter()
@@ -328,7 +328,7 @@ def shard_main(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     import matgl  # noqa: F401  (imported here so that relax_shard's time is model load + relaxations)
 
-    from mlff2d.relax import relax_shard
+    from mlff2d.relaxation.relax import relax_shard
 
     def cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -345,7 +345,7 @@ def shard_main(args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
-                "imports_s": t0 - t_start,  # torch, matgl, mlff2d.relax
+                "imports_s": t0 - t_start,  # torch, matgl, mlff2d.relaxation.relax
                 "relax_shard_s": t1 - t0,
                 "relaxations_s": float(records["wall_time_s"].sum()),
                 "relax_shard_cpu_s": c1 - c0,
@@ -486,7 +486,7 @@ def demo_main(argv: list[str]) -> None:
     max_steps) with both engines, one process and one thread; prints the summed wall times."""
     import yaml
 
-    from mlff2d.relax import count_structures, relax_shard
+    from mlff2d.relaxation.relax import count_structures, relax_shard
 
     parser = argparse.ArgumentParser(prog="bench/relax.py demo")
     parser.add_argument("campaign", type=Path, help="a finished campaign, e.g. results/demo")

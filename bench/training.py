@@ -3,7 +3,7 @@
     .venv/main/bin/python bench/training.py                    # both families, 8 epochs, 4 rounds
     .venv/main/bin/python bench/training.py --families mace --epochs 4 --rounds 2
 
-Dataset: synthetic Alexandria files (`mlff2d.synthetic`, 40 MX2 monolayers x 30 steps) through
+Dataset: synthetic Alexandria files (`mlff2d.demo.synthetic`, 40 MX2 monolayers x 30 steps) through
 the real pipeline (ingest, outlier filter, step selection at e_cut 0.01 eV/atom, 80/10/10 split
 by material, export), so both sides read the exports the workflow writes: ~240 training and
 ~30 validation frames (3 atoms each). Every process runs with 1 torch/BLAS thread.
@@ -82,18 +82,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def dataset(n_materials: int, e_cut: float) -> tuple[Path, dict[str, Any]]:
     """Synthetic raw files through the real pipeline to the mace and m3gnet exports."""
-    from mlff2d.export import export_family
-    from mlff2d.ingest import Source, ingest
-    from mlff2d.outliers import remove_outliers
-    from mlff2d.select_steps import select_dataset
-    from mlff2d.split import split_dataset
+    from mlff2d.data.export import export_family
+    from mlff2d.data.ingest import Source, ingest
+    from mlff2d.data.outliers import remove_outliers
+    from mlff2d.data.select_steps import select_dataset
+    from mlff2d.data.split import split_dataset
 
     root = WORK / f"data_{n_materials}_{e_cut:g}"
     done = root / "done.json"
     if done.exists():
         return root, json.loads(done.read_text())
     shutil.rmtree(root, ignore_errors=True)
-    from mlff2d.synthetic import write_alexandria
+    from mlff2d.demo.synthetic import write_alexandria
 
     write_alexandria(root / "raw", n_materials, 30, per_file=1000, seed=7)
     ingest([Source(str(root / "raw"), "alexandria")], root / "frames.parquet", root / "materials.csv")

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from mlff2d.synthetic import structure_dict  # noqa: E402
+from mlff2d.demo.synthetic import structure_dict  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -13,9 +13,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from mlff2d.ingest import Source  # noqa: E402
-from mlff2d.ingest_alexandria import read_alexandria  # noqa: E402
-from mlff2d.split import split_materials  # noqa: E402
+from mlff2d.data.ingest import Source  # noqa: E402
+from mlff2d.data.ingest_alexandria import read_alexandria  # noqa: E402
+from mlff2d.data.split import split_materials  # noqa: E402
 
 DEMO_ALLOYS = ROOT / "resources" / "demo" / "alloys"
 SETS = ("train", "val", "test")
@@ -47,7 +47,7 @@ def demo_relax_sets(outdir: Path, alloy: str = "MoWS2", seed: int = 42) -> Path:
 
 def demo_formation(outdir: Path, alloy: str = "MoWS2") -> tuple[Path, Path]:
     """The relaxation sets of a demo alloy and its formation energies: (relax dir, CSV)."""
-    from mlff2d.formation import write_formation_energies
+    from mlff2d.formation.energies import write_formation_energies
 
     relax = demo_relax_sets(outdir, alloy)
     write_formation_energies(alloy, relax, outdir / "formation_energies.csv", outdir / "end_members.json")

@@ -14,8 +14,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from mlff2d.ingest import Source  # noqa: E402
-from mlff2d.ingest_alexandria import read_alexandria  # noqa: E402
+from mlff2d.data.ingest import Source  # noqa: E402
+from mlff2d.data.ingest_alexandria import read_alexandria  # noqa: E402
 
 DEMO_MOWS2 = ROOT / "resources" / "demo" / "alloys" / "MoWS2.json.bz2"
 
@@ -29,7 +29,7 @@ TINY = {
 
 
 def demo_materials() -> list[Any]:
-    """The demo MoWS2 materials (:class:`mlff2d.ingest_frames.Material`), in file order."""
+    """The demo MoWS2 materials (:class:`mlff2d.data.ingest_frames.Material`), in file order."""
     source = Source(path=str(DEMO_MOWS2), format="alexandria")
     return list(read_alexandria(Path(source.path), source))
 
@@ -75,7 +75,7 @@ LABELS = {"m3gnet": "lj", "mace": "demo"}
 def write_export(family: str, outdir: Path, every: int = 3) -> Path:
     """Every ``every``-th frame of the demo materials as the family's training export (labels:
     :data:`LABELS`): materials 0, 3, 6, ... validate, the rest train."""
-    from mlff2d.export import write_labelled
+    from mlff2d.data.export import write_labelled
 
     outdir.mkdir(parents=True, exist_ok=True)
     splits: dict[str, list[Atoms]] = {"train": [], "val": []}
@@ -92,7 +92,7 @@ def train_tiny(family: str, workdir: Path) -> Path:
     """A trained tiny sweep point of ``family`` (``status.json`` and model) under ``workdir``."""
     import torch
 
-    from mlff2d.sweep import train_point
+    from mlff2d.training.sweep import train_point
 
     torch.set_num_threads(1)
     data = write_export(family, workdir / "export")

@@ -98,8 +98,15 @@ def test_no_numeric_default_in_the_cli_repeats_the_schema() -> None:
 
 
 def test_stage_module_defaults_are_the_schema_s() -> None:
-    from mlff2d import batched_relax, cluster_expansion, formation, ingest, nequip_model, relax, select_steps, structure_maps
-    from mlff2d.outliers import OutlierLimits
+    from mlff2d.relaxation import batched as batched_relax
+    from mlff2d.formation import cluster_expansion
+    from mlff2d.formation import energies as formation
+    from mlff2d.data import ingest
+    from mlff2d.formation import nequip_model
+    from mlff2d.relaxation import relax
+    from mlff2d.data import select_steps
+    from mlff2d.data import structure_maps
+    from mlff2d.data.outliers import OutlierLimits
 
     assert vars(OutlierLimits()) == {k: v for k, v in schema_defaults("outliers").items()}
     relax_schema = schema_defaults("relax")
@@ -122,7 +129,7 @@ def test_stage_module_defaults_are_the_schema_s() -> None:
 
 
 def test_alloy_report_tolerance_is_the_schema_s() -> None:
-    from mlff2d.alloy_report import write_alloy_report
+    from mlff2d.alloys.report import write_alloy_report
 
     default = inspect.signature(write_alloy_report).parameters["tolerance"].default
     assert default == schema_default("alloys.learning_curve.tolerance")
@@ -130,7 +137,7 @@ def test_alloy_report_tolerance_is_the_schema_s() -> None:
 
 @pytest.mark.parametrize("mode", ["transfer", "normal"])
 def test_train_alloy_takes_its_family_s_transfer_defaults(mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import mlff2d.transfer
+    import mlff2d.alloys.transfer
 
     seen: dict[str, Any] = {}
 
@@ -138,7 +145,7 @@ def test_train_alloy_takes_its_family_s_transfer_defaults(mode: str, monkeypatch
         seen.update(params=params, **kw)
         return {"status": "ok"}
 
-    monkeypatch.setattr(mlff2d.transfer, "train_alloy", fake)
+    monkeypatch.setattr(mlff2d.alloys.transfer, "train_alloy", fake)
     assert main(["train-alloy", "--family", "mace", "--data", "d", "--outdir", str(tmp_path), "--mode", mode,
                  "--lr", "0.01", "--batch-size", "2", "--device", "cpu"]) == 0  # fmt: skip
     assert seen["transfer_from"] == schema_default("alloys.families.mace.transfer_from")
@@ -150,7 +157,7 @@ def test_train_alloy_takes_its_family_s_transfer_defaults(mode: str, monkeypatch
 
 
 def test_train_point_records_its_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import mlff2d.sweep
+    import mlff2d.training.sweep
     from mlff2d.families import METRIC_COLUMNS
 
     class Fake:
@@ -159,11 +166,11 @@ def test_train_point_records_its_family(monkeypatch: pytest.MonkeyPatch, tmp_pat
             pd.DataFrame(columns=METRIC_COLUMNS).to_csv(outdir / "metrics.csv", index=False)
             return outdir / "model"
 
-    monkeypatch.setattr(mlff2d.sweep, "get_family", lambda name: Fake)
-    status = mlff2d.sweep.train_point("mace", tmp_path / "data", tmp_path / "point", {})
+    monkeypatch.setattr(mlff2d.training.sweep, "get_family", lambda name: Fake)
+    status = mlff2d.training.sweep.train_point("mace", tmp_path / "data", tmp_path / "point", {})
     assert status["status"] == "ok"
     assert json.loads((tmp_path / "point" / "status.json").read_text())["family"] == "mace"
-    assert mlff2d.sweep.point_family(tmp_path / "point") == "mace"
+    assert mlff2d.training.sweep.point_family(tmp_path / "point") == "mace"
 
 
 def _relax_args(point: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -173,7 +180,7 @@ def _relax_args(point: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 @pytest.fixture
 def relax_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    import mlff2d.relax
+    import mlff2d.relaxation.relax
 
     calls: list[dict[str, Any]] = []
 
@@ -181,7 +188,7 @@ def relax_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append({"family": family, **kw})
         return pd.DataFrame({"failure": []})
 
-    monkeypatch.setattr(mlff2d.relax, "relax_shard", fake)
+    monkeypatch.setattr(mlff2d.relaxation.relax, "relax_shard", fake)
     return calls
 
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from slurm_cluster import GPU_PARTITION, GPU_TYPE, PARTITION, SlurmCluster, slurm_cluster  # noqa: E402,F401
 
-from mlff2d.synthetic import write_alexandria  # noqa: E402
+from mlff2d.demo.synthetic import write_alexandria  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlff2d.synthetic import write_alexandria
+from mlff2d.demo.synthetic import write_alexandria
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -237,7 +237,7 @@ def _check_cross_keys(config: Mapping[str, Any]) -> None:
 
 def _check_transfer_source(config: Mapping[str, Any], family: str, source: str) -> None:
     """The transfer source of ``family``'s alloy models is a criterion (``best``, ...) or a point of its sweep grid."""
-    from mlff2d.transfer import CRITERIA as TRANSFER_CRITERIA
+    from mlff2d.alloys.transfer import CRITERIA as TRANSFER_CRITERIA
 
     key = f"alloys.families.{family}.transfer_from"
     uff = config["uff"]["families"].get(family)

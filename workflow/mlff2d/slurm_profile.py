@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from mlff2d.provenance import WORKFLOW_DIR
+from mlff2d.io.provenance import WORKFLOW_DIR
 
 TEMPLATE = WORKFLOW_DIR / "profiles" / "slurm" / "config.yaml"
 #: The template's placeholders, each with the flag of ``mlff2d slurm-profile`` that sets it.

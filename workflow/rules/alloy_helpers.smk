@@ -71,7 +71,7 @@ def curve_models():
     ]
 
 
-#: transfer_from values that rank the whole sweep (mlff2d.transfer.CRITERIA), and what each
+#: transfer_from values that rank the whole sweep (mlff2d.alloys.transfer.CRITERIA), and what each
 #: criterion reads of every sweep point besides its status.json.
 TRANSFER_CRITERIA = {"best": ["relax/val/summary.json"], "best_direct": []}
 
@@ -187,7 +187,7 @@ def alloy_table_item(stem):
 
 
 def alloy_table_outputs():
-    from mlff2d.alloy_report import expected_outputs
+    from mlff2d.alloys.report import expected_outputs
 
     outputs = []
     for name in expected_outputs(ALLOY_SPLITS, alloy_table_families()):

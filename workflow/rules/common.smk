@@ -12,8 +12,8 @@ from snakemake.settings.types import DeploymentMethod
 from mlff2d import layout
 from mlff2d.config import fmt_float, split_ratios, split_repeats
 from mlff2d.families import family_spec, family_names
-from mlff2d.ingest import Source
-from mlff2d.split import parse_split_instance, split_instances
+from mlff2d.data.ingest import Source
+from mlff2d.data.split import parse_split_instance, split_instances
 
 CAMPAIGN = config["campaign"]
 RESULTS = f"results/{CAMPAIGN}"
@@ -24,7 +24,7 @@ UNIVERSAL = layout.UNIVERSAL
 COMBINED = layout.COMBINED
 ECUTS = [fmt_float(x) for x in config["selection"]["e_cuts"]]
 SPLIT_NAMES = list(config["splits"])
-#: Per split name its instances (repeats): name, name.r1, ... (the {split} wildcard; mlff2d.split).
+#: Per split name its instances (repeats): name, name.r1, ... (the {split} wildcard; mlff2d.data.split).
 SPLIT_INSTANCES = {s: split_instances(s, split_repeats(config, s)) for s in SPLIT_NAMES}
 #: Export formats written for every e_cut × split of every dataset although no rule reads them
 #: (export.families); the exports the trainings read are derived from them (consumed_exports).
@@ -79,7 +79,7 @@ def mlff2d_command(env):
 
 #: The environments of the campaign: main, and every family's (a NequIP family: nequip).
 ENVS = sorted({"main", "nequip", *(family_spec(f).env for f in family_names())})
-# Each environment's `mlff2d` reaches the jobs as MLFF2D_<ENV> (not a rule parameter: its
+# Each environment's `mlff2d` reaches the jobs as MLFF2D_<ENV> (not a parameter of the rules: its
 # absolute path would make a moved or copied campaign rerun every job).
 os.environ.update({f"MLFF2D_{e.upper()}": mlff2d_command(e) for e in ENVS})
 

@@ -1,4 +1,4 @@
-# Diagnostics (mlff2d.diagnostics): every model checked against its composition baseline, for
+# Diagnostics (mlff2d.relaxation.diagnostics): every model checked against its composition baseline, for
 # relaxations that did not move and for validation force errors that did not fall;
 # results/<campaign>/diagnostics.md, printed again at the end of the run.
 

@@ -5,7 +5,7 @@ DIAGNOSTICS = f"{RESULTS}/diagnostics"
 
 def diagnostics_pairs():
     """MODEL_DIR=BASELINE_DIR of every universal sweep point and alloy (and learning-curve) model."""
-    from mlff2d.alloy_report import parse_model_dir
+    from mlff2d.alloys.report import parse_model_dir
 
     pairs = [f"{p}={RESULTS}/baseline" for _, p in evaluated_points()]
     for model in alloy_models() + curve_models():

@@ -40,7 +40,7 @@ def relax_shard_paths(wildcards, ext):
     sets exist (checkpoint relax_sets)."""
     _, dataset, split = model_source(wildcards.model)
     sets = checkpoints.relax_sets.get(dataset=dataset, split=split).output[0]
-    from mlff2d.relax import n_shards
+    from mlff2d.relaxation.relax import n_shards
 
     n = n_shards(f"{sets}/{wildcards.relax_set}_start.extxyz", config["relax"]["shard_size"])
     return [f"{RESULTS}/{wildcards.model}/relax/{wildcards.relax_set}/shards/{k}.{ext}" for k in range(n)]
@@ -71,7 +71,7 @@ def evaluation_figures(model_dir, relax_set):
 
 def evaluation_title(wildcards):
     """Figure title of one model's evaluation, quoted for the shell."""
-    from mlff2d.labels import label_of
+    from mlff2d.io.labels import label_of
 
     return shlex.quote(f"{label_of(wildcards.model)} · {wildcards.relax_set} set")
 

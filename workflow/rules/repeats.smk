@@ -1,5 +1,5 @@
 # Split repeats (issue 18): the models chosen in `repeats` trained and relaxed once more per
-# repeat k >= 1 of their split (split instance <name>.r<k>, mlff2d.split; repeat 0 is the plain
+# repeat k >= 1 of their split (split instance <name>.r<k>, mlff2d.data.split; repeat 0 is the plain
 # model), and tables of mean ± std over the K repeats. Rerun one repeat by asking for its path,
 # e.g. results/<campaign>/uff/<family>/split~<name>.r1/<point>/relax/test/summary.json.
 

@@ -58,7 +58,7 @@ def repeat_table_args(wildcards):
     return f"--models {' '.join(map(shlex.quote, models))} --sets {' '.join(sets)} --column-title {shlex.quote(title)} --caption {shlex.quote(caption)}"
 
 
-#: Repeat table name -> family (the tables 4.1/4.2 stems of mlff2d.report), for the universal sweeps.
+#: Repeat table name -> family (the tables 4.1/4.2 stems of mlff2d.relaxation.tables), for the universal sweeps.
 REPEAT_TABLE_FAMILY = {"table_4_1": "m3gnet", "table_4_2": "mace"}
 
 

@@ -1,7 +1,7 @@
 # The HTML report (`snakemake --report report.html`): its categories, in the study's words and
-# in the order of the study, and the label of every model page (mlff2d.labels).
+# in the order of the study, and the label of every model page (mlff2d.io.labels).
 
-from mlff2d.labels import FAMILY_NAMES, label_of, model_label
+from mlff2d.io.labels import FAMILY_NAMES, label_of, model_label
 
 REPORT_CATEGORIES = {
     "campaign": "1 · Campaign: what finished, what failed, diagnostics",

@@ -1,7 +1,7 @@
 # SOAP structure maps (issue 18): per dataset and split a PCA map of the materials coloured
 # train/val/test (PCA fitted on train), and per model and set the relaxation energy error against
 # each material's SOAP distance to its nearest training material (Spearman rho in novelty.json,
-# gathered in tables/novelty.csv). Logic: mlff2d/structure_maps.py.
+# gathered in tables/novelty.csv). Logic: mlff2d/data/structure_maps.py.
 
 include: "structure_maps_helpers.smk"
 

@@ -2,7 +2,7 @@
 
 def write_campaign_provenance():
     """The resolved config and the provenance of this run, in results/<campaign>/."""
-    from mlff2d.provenance import write_provenance
+    from mlff2d.io.provenance import write_provenance
 
     write_provenance(RESULTS, config)
 

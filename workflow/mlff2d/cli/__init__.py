@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _set_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlff2d.config import ConfigError
-    from mlff2d.ingest import IngestError
+    from mlff2d.data.ingest import IngestError
     from mlff2d.slurm_profile import ProfileError
 
     try:

@@ -20,8 +20,8 @@ def alloy_default(family: str, key: str) -> Any:
 
 
 def cmd_train_alloy(args: argparse.Namespace) -> None:
-    from mlff2d.sweep import resolve_params
-    from mlff2d.transfer import train_alloy
+    from mlff2d.training.sweep import resolve_params
+    from mlff2d.alloys.transfer import train_alloy
 
     params = resolve_params(args.family, json.loads(args.params), args.lr, args.batch_size)
     if args.mode == "transfer":
@@ -39,7 +39,7 @@ def cmd_train_alloy(args: argparse.Namespace) -> None:
 
 
 def cmd_subset_export(args: argparse.Namespace) -> None:
-    from mlff2d.transfer import write_subset_export
+    from mlff2d.alloys.transfer import write_subset_export
 
     info = write_subset_export(args.export, args.family, args.fraction, args.seed, args.outdir)
     log.info("fraction %g: %d of %d training materials, %d frames", info["fraction"], info["n_train_materials"],
@@ -47,7 +47,7 @@ def cmd_subset_export(args: argparse.Namespace) -> None:
 
 
 def cmd_alloy_report(args: argparse.Namespace) -> None:
-    from mlff2d.alloy_report import write_alloy_report
+    from mlff2d.alloys.report import write_alloy_report
 
     paths = write_alloy_report(args.models, args.sets, args.splits, args.tables, args.figures, families=args.families,
                                tolerance=args.tolerance, curve_set=args.curve_set, baselines=args.baselines)

@@ -10,7 +10,7 @@ from mlff2d.cli._common import log, stage
 
 
 def cmd_diagnostics(args: argparse.Namespace) -> None:
-    from mlff2d.diagnostics import diagnose, write_diagnostics
+    from mlff2d.relaxation.diagnostics import diagnose, write_diagnostics
 
     pairs = [tuple(item.split("=", 1)) for item in args.models]
     bad = [item for item, pair in zip(args.models, pairs) if len(pair) != 2]

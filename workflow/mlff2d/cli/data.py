@@ -12,7 +12,7 @@ from mlff2d.cli._common import label_path, log, schema_option, stage
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from mlff2d.ingest import Source, ingest
+    from mlff2d.data.ingest import Source, ingest
 
     sources = [Source(**json.loads(s)) for s in args.source]
     table = ingest(sources, args.frames, args.materials, min_vacuum=args.min_vacuum, workers=args.workers)
@@ -31,7 +31,7 @@ OUTLIER_OPTIONS = (
 
 
 def cmd_filter(args: argparse.Namespace) -> None:
-    from mlff2d.outliers import OutlierLimits, remove_outliers
+    from mlff2d.data.outliers import OutlierLimits, remove_outliers
 
     limits = OutlierLimits(
         max_sites=args.max_sites,
@@ -47,14 +47,14 @@ def cmd_filter(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from mlff2d.select_steps import select_dataset
+    from mlff2d.data.select_steps import select_dataset
 
     sel = select_dataset(args.clean, args.out, args.e_cut, args.fallback, args.keep_last)
     log.info("e_cut %g: %d frames selected", args.e_cut, len(sel))
 
 
 def cmd_selection_summary(args: argparse.Namespace) -> None:
-    from mlff2d.select_steps import selection_summary
+    from mlff2d.data.select_steps import selection_summary
 
     selected = dict(label_path(a) for a in args.selected)
     splits = dict(label_path(a) for a in args.splits)
@@ -65,7 +65,7 @@ def cmd_selection_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from mlff2d.split import repeat_seed, split_dataset, union_splits
+    from mlff2d.data.split import repeat_seed, split_dataset, union_splits
 
     if args.union:
         result = union_splits(args.union, args.out)
@@ -77,21 +77,21 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from mlff2d.export import export_family
+    from mlff2d.data.export import export_family
 
     counts = export_family(args.clean, args.selected, args.split, args.family, args.outdir)
     log.info("%s export: %s frames", args.family, counts)
 
 
 def cmd_relax_sets(args: argparse.Namespace) -> None:
-    from mlff2d.export import export_relax_sets
+    from mlff2d.data.export import export_relax_sets
 
     counts = export_relax_sets(args.clean, args.split, args.outdir, sets=args.sets)
     log.info("relaxation sets: %s materials", counts)
 
 
 def cmd_dataset_figures(args: argparse.Namespace) -> None:
-    from mlff2d.dataset_figures import make_dataset_figures
+    from mlff2d.data.figures import make_dataset_figures
 
     selected = dict(item.split("=", 1) for item in args.selected)
     paths = make_dataset_figures(Path(args.clean), {k: Path(v) for k, v in selected.items()}, Path(args.outdir))
@@ -99,7 +99,7 @@ def cmd_dataset_figures(args: argparse.Namespace) -> None:
 
 
 def cmd_train_elements(args: argparse.Namespace) -> None:
-    from mlff2d.dataset_figures import training_element_counts
+    from mlff2d.data.figures import training_element_counts
 
     counts = training_element_counts(Path(args.clean), Path(args.split))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def cmd_train_elements(args: argparse.Namespace) -> None:
 
 
 def cmd_alloy_energy_figure(args: argparse.Namespace) -> None:
-    from mlff2d.dataset_figures import energy_overlay_figure
+    from mlff2d.data.figures import energy_overlay_figure
 
     cleans = {k: Path(v) for k, v in (item.split("=", 1) for item in args.clean)}
     log.info("wrote %s", energy_overlay_figure(cleans, Path(args.out).with_suffix("")))
@@ -162,7 +162,7 @@ def _add_select_split(sub: Any) -> None:
     s.add_argument("--ledger-materials", help="material ledger of the dataset to split")
     s.add_argument("--ratios", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     schema_option(s, "--seed", "seed", type=int)
-    s.add_argument("--repeat", type=int, default=0, help="split repeat k (0 = the plain split; k >= 1 draws mlff2d.split.repeat_seed)")
+    s.add_argument("--repeat", type=int, default=0, help="split repeat k (0 = the plain split; k >= 1 draws mlff2d.data.split.repeat_seed)")
     s.add_argument("--union", nargs="+", help="instead: combine these split CSVs (the combined alloy dataset)")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_split)

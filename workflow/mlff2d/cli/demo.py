@@ -12,14 +12,14 @@ from mlff2d.cli._common import log, stage
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from mlff2d.demo_data import generate_demo
+    from mlff2d.demo.data import generate_demo
 
     manifest = generate_demo(Path(args.outdir), args.n_2d, args.alloys, args.max_configs, args.seed, args.workers)
     log.info("demo data in %s: %s", args.outdir, json.dumps(manifest["totals"]))
 
 
 def cmd_synthetic(args: argparse.Namespace) -> None:
-    from mlff2d.synthetic import write_alexandria
+    from mlff2d.demo.synthetic import write_alexandria
 
     paths = write_alexandria(args.outdir, args.materials, args.steps, args.per_file, args.seed, not args.no_compress)
     log.info("wrote %d files to %s", len(paths), args.outdir)

@@ -13,7 +13,7 @@ from mlff2d.cli._common import log, points, schema_option, stage
 
 
 def cmd_formation_energies(args: argparse.Namespace) -> None:
-    from mlff2d.formation import write_formation_energies
+    from mlff2d.formation.energies import write_formation_energies
 
     table = None
     if args.table:
@@ -25,7 +25,7 @@ def cmd_formation_energies(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster_expansion(args: argparse.Namespace) -> None:
-    from mlff2d.cluster_expansion import run_cluster_expansion
+    from mlff2d.formation.cluster_expansion import run_cluster_expansion
 
     summary = run_cluster_expansion(args.formation, args.relax_sets, args.outdir, json.loads(args.settings))
     log.info("cluster expansion: cutoffs %s, MAE (meV/atom) %s", summary["cutoffs"],
@@ -33,7 +33,7 @@ def cmd_cluster_expansion(args: argparse.Namespace) -> None:
 
 
 def cmd_formation_baseline(args: argparse.Namespace) -> None:
-    from mlff2d.formation import composition_baseline, error_stats, read_formation_energies
+    from mlff2d.formation.energies import composition_baseline, error_stats, read_formation_energies
 
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,14 +44,14 @@ def cmd_formation_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_formation_nequip(args: argparse.Namespace) -> None:
-    from mlff2d.nequip_model import run
+    from mlff2d.formation.nequip_model import run
 
     status = run(args.formation, {"train": args.train, "val": args.val, "test": args.test}, args.outdir, json.loads(args.params))
     log.info("NequIP formation model in %s: %s", args.outdir, status["status"])
 
 
 def cmd_formation_report(args: argparse.Namespace) -> None:
-    from mlff2d.formation_report import write_report
+    from mlff2d.formation.report import write_report
 
     paths = write_report(points(args.alloys), args.outdir, split=args.split)
     log.info("wrote %d formation tables and figures to %s", len(paths), args.outdir)
@@ -79,7 +79,7 @@ def add_commands(sub: Any) -> None:
     for name in ("train", "val", "test"):
         s.add_argument(f"--{name}", required=True, help=f"{name} structures (extxyz)")
     s.add_argument("--outdir", required=True)
-    s.add_argument("--params", default="{}", help="JSON of settings overriding mlff2d.nequip_model.DEFAULTS")
+    s.add_argument("--params", default="{}", help="JSON of settings overriding mlff2d.formation.nequip_model.DEFAULTS")
     s.set_defaults(func=cmd_formation_nequip)
 
     s = stage(sub, "formation-report", "tables 4.8, 4.9 and figures 4.10, 4.11")

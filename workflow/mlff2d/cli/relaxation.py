@@ -11,8 +11,8 @@ from mlff2d.cli._common import families, label_path, log, points, schema_option,
 
 
 def cmd_relax(args: argparse.Namespace) -> None:
-    from mlff2d.relax import relax_shard
-    from mlff2d.sweep import point_family
+    from mlff2d.relaxation.relax import relax_shard
+    from mlff2d.training.sweep import point_family
 
     try:
         family = point_family(args.point, args.family)
@@ -26,7 +26,7 @@ def cmd_relax(args: argparse.Namespace) -> None:
 
 
 def cmd_gather_relax(args: argparse.Namespace) -> None:
-    from mlff2d.relax import gather
+    from mlff2d.relaxation.relax import gather
 
     gather([Path(p) for p in args.records], [Path(p) for p in args.structures], Path(args.records_out), Path(args.structures_out))
 
@@ -34,7 +34,7 @@ def cmd_gather_relax(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from mlff2d.evaluation import relaxation_errors, write_evaluation
+    from mlff2d.relaxation.evaluation import relaxation_errors, write_evaluation
 
     errors = relaxation_errors(pd.read_parquet(args.records), Path(args.reference))
     counts = pd.read_csv(args.train_elements) if args.train_elements else None
@@ -42,34 +42,34 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    from mlff2d.evaluation import baseline_errors, write_evaluation
+    from mlff2d.relaxation.evaluation import baseline_errors, write_evaluation
 
     errors = baseline_errors(Path(args.clean), Path(args.split), args.set, Path(args.start), Path(args.reference))
     write_evaluation(errors, Path(args.outdir), f"baseline (per-element mean energy, unrelaxed): {args.set}")
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
-    from mlff2d.report import write_relaxation_tables
+    from mlff2d.relaxation.tables import write_relaxation_tables
 
     paths = write_relaxation_tables(points(args.points), args.sets, args.baseline, args.outdir)
     log.info("wrote %d table files to %s", len(paths), args.outdir)
 
 
 def cmd_ptables(args: argparse.Namespace) -> None:
-    from mlff2d.report import write_ptables
+    from mlff2d.relaxation.tables import write_ptables
 
     log.info("wrote %s", write_ptables(points(args.points), args.sets, args.baseline, args.outdir))
 
 
 def cmd_repeat_table(args: argparse.Namespace) -> None:
-    from mlff2d.repeats import parse_model_arg, write_repeats
+    from mlff2d.relaxation.repeats import parse_model_arg, write_repeats
 
     paths = write_repeats([parse_model_arg(m) for m in args.models], args.sets, args.out, args.caption, args.column_title)
     log.info("repeat table: %s", ", ".join(str(p) for p in paths))
 
 
 def cmd_structure_map(args: argparse.Namespace) -> None:
-    from mlff2d.structure_maps import structure_map
+    from mlff2d.data.structure_maps import structure_map
 
     soap = {"r_cut": args.r_cut, "n_max": args.n_max, "l_max": args.l_max, "sigma": args.sigma}
     frame = structure_map(args.clean, args.split, args.outdir, chunk=args.chunk, **soap)
@@ -77,13 +77,13 @@ def cmd_structure_map(args: argparse.Namespace) -> None:
 
 
 def cmd_novelty(args: argparse.Namespace) -> None:
-    from mlff2d.structure_maps import novelty
+    from mlff2d.data.structure_maps import novelty
 
     log.info("novelty: %s", novelty(args.structures, args.errors, args.set, args.outdir, args.title))
 
 
 def cmd_novelty_table(args: argparse.Namespace) -> None:
-    from mlff2d.structure_maps import novelty_table
+    from mlff2d.data.structure_maps import novelty_table
 
     pairs = [label_path(x) for x in args.summaries]
     novelty_table([p for _, p in pairs], [m for m, _ in pairs], args.out)

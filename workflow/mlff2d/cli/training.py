@@ -35,7 +35,7 @@ def training_devices(gpus: int, device: str | None) -> tuple[str | None, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mlff2d.sweep import resolve_params, train_point
+    from mlff2d.training.sweep import resolve_params, train_point
 
     params = resolve_params(args.family, json.loads(args.params), args.lr, args.batch_size)
     device, devices = training_devices(args.gpus, args.device)
@@ -49,8 +49,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_curves(args: argparse.Namespace) -> None:
-    from mlff2d.labels import model_label, model_parts
-    from mlff2d.sweep import plot_validation_curves
+    from mlff2d.io.labels import model_label, model_parts
+    from mlff2d.training.sweep import plot_validation_curves
 
     dirs = [item.split("=", 1)[-1] for item in args.points]  # LABEL=DIR (the label is the directory's)
     points = {model_label(**{k: v for k, v in model_parts(d).items() if k != "family" and v}): d for d in dirs}

@@ -4,7 +4,7 @@ Each family module (``mlff2d.families.<name>``) provides:
 
 * ``DEFAULTS: dict[str, Any]`` – its training settings and their defaults;
 * ``train(data_dir, outdir, params, init_model=None, device=None) -> Path`` – trains on the
-  exported ``data_dir/{train,val}`` files (see :mod:`mlff2d.export`), writes
+  exported ``data_dir/{train,val}`` files (see :mod:`mlff2d.data.export`), writes
   ``outdir/model`` (the trained model), ``outdir/metrics.csv`` (one row per epoch:
   ``epoch, energy_mae_meV_per_atom, forces_mae_meV_per_A, stress_mae, stress_unit, time_s``,
   validation set; ``stress_mae`` is :func:`in_plane_stress_mae` in GPa, the same definition
@@ -17,7 +17,7 @@ Each family module (``mlff2d.families.<name>``) provides:
 * ``batch_evaluator(model_path, device=None)`` (optional) – a callable taking a list of Atoms
   and returning, per structure, ``(energy eV, forces eV/Å, stress eV/Å³ Voigt, tension
   positive)`` from one model call: the same numbers as the calculator, for the batched
-  relaxation engine (:mod:`mlff2d.batched_relax`). A family without one is relaxed through its
+  relaxation engine (:mod:`mlff2d.relaxation.batched`). A family without one is relaxed through its
   calculator, one structure at a time.
 
 Each family module also declares its :class:`FamilySpec` as ``SPEC``: its name, label, the
@@ -57,7 +57,7 @@ def in_plane_stress_mae(delta: Any, to_gpa: float = 1.0) -> float:
     Args:
         delta: stress differences (prediction - reference or the reverse), shape (n, 3, 3) or
             (n, 9) row-major; non-finite entries (missing labels) are left out.
-        to_gpa: the factor from ``delta``'s unit to GPa (``mlff2d.units.EV_PER_A3_IN_GPA`` for
+        to_gpa: the factor from ``delta``'s unit to GPa (``mlff2d.io.units.EV_PER_A3_IN_GPA`` for
             eV/Å³).
 
     Returns:
@@ -81,7 +81,7 @@ class FamilySpec:
         label: its name in tables and figures (``MACE``).
         module: the module with ``DEFAULTS``, ``train``, ``calculator`` (and optionally
             ``batch_evaluator``); set by :func:`discover` for the modules of this package.
-        export_format: the training-file format it reads (a format of :mod:`mlff2d.export`).
+        export_format: the training-file format it reads (a format of :mod:`mlff2d.data.export`).
         env: the environment (``envs/<env>.yml``, ``.venv/<env>``) its trainings and
             relaxations run in.
         table: the stem of its universal relaxation table (thesis: ``table_4_1`` for M3GNet).

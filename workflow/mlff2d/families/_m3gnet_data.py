@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from ase.data import chemical_symbols
 
-from mlff2d.export import OUT_OF_PLANE_3X3
+from mlff2d.data.export import OUT_OF_PLANE_3X3
 
 
 SPLIT_FILES = {"train": "train.parquet", "val": "val.parquet"}

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlff2d import checkpoints, divergence
+from mlff2d.training import checkpoints
+
+from mlff2d.training import divergence
 from mlff2d.families import IN_PLANE_STRESS_3X3, METRIC_COLUMNS, STRESS_UNIT, epoch_line, eta_seconds
 from mlff2d.families._m3gnet_data import rank_and_world
 
@@ -26,7 +28,7 @@ IN_PLANE_3X3 = IN_PLANE_STRESS_3X3
 
 def worker_process() -> bool:
     """A DDP worker rank (> 0), started by Lightning before or within training."""
-    from mlff2d.sweep import worker_rank
+    from mlff2d.training.sweep import worker_rank
 
     return worker_rank() or rank_and_world()[0] > 0
 
@@ -74,7 +76,7 @@ def _write_csv_atomic(rows: list[dict[str, Any]], path: Path) -> None:
 def epoch_recorder(outdir: Path, divergence_factor: float | None = None) -> Any:
     """Lightning callback: per-epoch validation metrics to ``metrics.csv`` and ``last.ckpt``
     (the one before kept as ``last.previous.ckpt``); a diverged epoch is recorded in
-    ``metrics.csv``, gets no checkpoint, and stops the training with :class:`mlff2d.divergence.TrainingDiverged`."""
+    ``metrics.csv``, gets no checkpoint, and stops the training with :class:`mlff2d.training.divergence.TrainingDiverged`."""
     import lightning as pl
 
     class EpochRecorder(pl.Callback):

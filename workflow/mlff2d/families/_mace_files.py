@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlff2d import checkpoints
+from mlff2d.training import checkpoints
 from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT
 
 
@@ -32,7 +32,7 @@ def count_frames(path: str | Path) -> int:
 
 def resume_checkpoint(outdir: Path, tag: str) -> bool:
     """Whether MACE resumes: its newest checkpoint of ``tag`` that is readable; newer unreadable
-    ones are set aside (see :mod:`mlff2d.checkpoints`), and with none left the run starts
+    ones are set aside (see :mod:`mlff2d.training.checkpoints`), and with none left the run starts
     afresh (MACE's per-epoch results of the old run set aside too). Recorded in resume.json."""
     pattern = re.compile(rf"^{re.escape(tag)}_epoch-(\d+)(_swa)?\.pt$")
     folder = outdir / "checkpoints"

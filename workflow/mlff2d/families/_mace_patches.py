@@ -13,9 +13,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from mlff2d import divergence
+from mlff2d.training import divergence
 from mlff2d.families import epoch_line, eta_seconds, in_plane_stress_mae
-from mlff2d.units import EV_PER_A3_IN_GPA
+from mlff2d.io.units import EV_PER_A3_IN_GPA
 
 #: In-plane (x, y) block of a 3×3 stress.
 IN_PLANE = ((0, 0), (0, 1), (1, 0), (1, 1))

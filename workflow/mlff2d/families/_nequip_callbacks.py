@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlff2d import checkpoints, divergence
+from mlff2d.training import checkpoints
+
+from mlff2d.training import divergence
 from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, epoch_line, eta_seconds, in_plane_stress_mae
-from mlff2d.units import EV_PER_A3_IN_GPA
+from mlff2d.io.units import EV_PER_A3_IN_GPA
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl

@@ -1,7 +1,7 @@
 """GAP (Gaussian approximation potential, quippy-ase 0.10.3) as a model family: a one-shot
 kernel fit with ``gap_fit`` and the ``quippy`` ASE calculator.
 
-**Training data.** GAP reads the ``mace`` export (:mod:`mlff2d.export`): extxyz with
+**Training data.** GAP reads the ``mace`` export (:mod:`mlff2d.data.export`): extxyz with
 ``REF_energy`` (eV, info), ``REF_forces`` (eV/Å, arrays) and ``REF_stress`` (eV/Å³, ASE sign:
 tension positive, Voigt xx yy zz yz xz xy, info). :func:`train` writes a clean copy of the
 training frames (``outdir/gap/train.xyz``: species, positions, cell, ``REF_energy`` and
@@ -21,7 +21,7 @@ is kept in :data:`DEFAULTS` (it is part of ``default_sigma``) but has no effect 
 **Isolated-atom energies (e0).** ``e0: least_squares`` (default): per-element energies fitted by
 least squares to the training energies per atom (``E/N = Σ_el x_el μ_el``, NumPy's minimum-norm
 solution when the compositions do not fix every μ), the same model as the composition baseline
-of :func:`mlff2d.evaluation.fit_element_energies`; passed to ``gap_fit`` as
+of :func:`mlff2d.relaxation.evaluation.fit_element_energies`; passed to ``gap_fit`` as
 ``e0={El:μ:...}``, so GAP learns the residual from the composition baseline. ``e0: average``
 is gap_fit's ``e0_method=average`` (one per-atom mean for every species; GAP's own docs say
 this only makes sense with one element). The Alexandria data has no isolated-atom frames, so
@@ -47,9 +47,9 @@ l_max 6, n_max 12, atom_sigma 0.5 Å, cutoff 5.0 Å, transition width 1.0 Å, 80
 virial eV/atom, hessian); ``sparse_jitter=1e-8``.
 
 **Sweep.** GAP has no learning rate and no batch size. The sweep still passes ``lr`` and
-``batch_size`` (:func:`mlff2d.sweep.resolve_params` adds them, the sweep point's directory is
+``batch_size`` (:func:`mlff2d.training.sweep.resolve_params` adds them, the sweep point's directory is
 named by them): they are accepted, ignored by the fit and recorded in ``params.yaml`` as the
-sweep gives them. The sweep grid keys are fixed by :func:`mlff2d.sweep.grid_table`
+sweep gives them. The sweep grid keys are fixed by :func:`mlff2d.training.sweep.grid_table`
 (``e_cut``, ``lr``, ``batch_size``): a GAP grid varies ``e_cut`` only (with ``lr: [1.0]``,
 ``batch_size: [1]``); hyper-parameters such as ``soap_cutoff`` and ``soap_n_sparse`` are set
 through the block's ``params`` (one value per campaign). Varying them on a grid would need grid
@@ -87,9 +87,9 @@ import pandas as pd
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from mlff2d import divergence
+from mlff2d.training import divergence
 from mlff2d.families import METRIC_COLUMNS, STRESS_UNIT, FamilySpec, element_energies, epoch_line, in_plane_stress_mae
-from mlff2d.units import EV_PER_A3_IN_GPA, voigt_to_matrix
+from mlff2d.io.units import EV_PER_A3_IN_GPA, voigt_to_matrix
 
 logger = logging.getLogger(__name__)
 

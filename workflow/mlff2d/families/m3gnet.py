@@ -1,6 +1,6 @@
 """M3GNet (matgl, PyTorch Geometric backend) as a model family.
 
-Trains on the ``m3gnet`` export (:mod:`mlff2d.export`): Parquet frames with total energy (eV),
+Trains on the ``m3gnet`` export (:mod:`mlff2d.data.export`): Parquet frames with total energy (eV),
 forces (eV/Å) and a 3×3 stress in GPa, tension positive, the unit and sign matgl trains on.
 
 * **Stress mask.** Alexandria 2D cells carry vacuum along z, so only the in-plane stress is
@@ -40,7 +40,9 @@ import numpy as np
 import pandas as pd
 from ase.data import chemical_symbols
 
-from mlff2d import checkpoints, divergence
+from mlff2d.training import checkpoints
+
+from mlff2d.training import divergence
 from mlff2d.families import FamilySpec, pick_device
 from mlff2d.families._m3gnet_data import SPLIT_FILES, check_elements, dataset, element_refs, loaders, read_frames
 from mlff2d.families._m3gnet_lightning import accelerator, epoch_recorder, strategy, worker_process

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlff2d import divergence
+from mlff2d.training import divergence
 from mlff2d.families import FamilySpec, pick_device
 from mlff2d.families._mace_batch import evaluate_batch
 from mlff2d.families._mace_files import count_frames, read_metrics, resume_checkpoint
@@ -198,7 +198,7 @@ def train(
     """Train a MACE model on ``data_dir/{train,val}.extxyz``; returns ``outdir/model/mace.model``.
 
     Args:
-        data_dir: Directory with the MACE export (:mod:`mlff2d.export`).
+        data_dir: Directory with the MACE export (:mod:`mlff2d.data.export`).
         outdir: Output directory; rerunning on the same one resumes from its last checkpoint
             (same ``name`` and ``seed``).
         params: Settings overriding :data:`DEFAULTS`.

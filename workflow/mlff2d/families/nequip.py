@@ -7,7 +7,7 @@ without nequip; torch, lightning and nequip are imported inside the functions (a
 Lightning callback classes, built on first access through the module's ``__getattr__``).
 
 Training (:func:`train`) writes a Hydra config (``outdir/config.yaml``) and runs
-``nequip-train`` on it in a subprocess (as :mod:`mlff2d.nequip_model` does for the energy-only
+``nequip-train`` on it in a subprocess (as :mod:`mlff2d.formation.nequip_model` does for the energy-only
 formation models; its output goes to ``outdir/nequip-train.log``):
 ``NequIPLightningModule``, a ``NequIPGNNModel`` with forces and stress by autograd
 (``do_derivatives``), ``EnergyForceStressLoss(per_atom_energy=True)`` (MSE of the per-atom
@@ -15,7 +15,7 @@ energy, forces and stress, weights ``energy_weight``, ``forces_weight``, ``stres
 ``CommonDataStatisticsManager`` (per-atom energy mean as shift, force RMS as scale, mean
 neighbour count), Adam.
 
-* **Data.** The ``nequip`` export (:mod:`mlff2d.export`): ``train.extxyz`` and ``val.extxyz``
+* **Data.** The ``nequip`` export (:mod:`mlff2d.data.export`): ``train.extxyz`` and ``val.extxyz``
   with ASE's ``energy`` (eV), ``forces`` (eV/Å) and ``stress`` (eV/Å³, tension positive, ASE
   Voigt order) read by NequIP's ``ASEDataModule``.
 * **Stress convention.** NequIP's stress is ``virial / volume`` with the virial the derivative
@@ -37,15 +37,15 @@ neighbour count), Adam.
   epoch (training + validation), one row per epoch (1-based).
 * **Checkpoints and resume.** After each epoch the full Lightning state goes to
   ``outdir/checkpoints/last.ckpt`` (temporary file, then renamed; the one before kept as
-  ``last.previous.ckpt``, :mod:`mlff2d.checkpoints`), and the rows so far to
+  ``last.previous.ckpt``, :mod:`mlff2d.training.checkpoints`), and the rows so far to
   ``checkpoints/metrics.csv``. A rerun on the same ``outdir`` resumes with nequip-train's
   ``ckpt_path`` from the newest readable one; ``checkpoints/best.ckpt`` (Lightning's
   ``ModelCheckpoint``) is the best validation epoch by ``val0_epoch/weighted_sum``
   (per-atom energy MAE + force MAE, eV units).
-* **Divergence.** The recorder runs :class:`mlff2d.divergence.DivergenceGuard` on each epoch's
+* **Divergence.** The recorder runs :class:`mlff2d.training.divergence.DivergenceGuard` on each epoch's
   row; a divergence gets no checkpoint, is written to ``outdir/diverged.json`` and stops the
-  trainer; :func:`train` then raises :class:`~mlff2d.divergence.TrainingDiverged` (as every
-  family does for :func:`mlff2d.sweep.train_point`).
+  trainer; :func:`train` then raises :class:`~mlff2d.training.divergence.TrainingDiverged` (as every
+  family does for :func:`mlff2d.training.sweep.train_point`).
 * **Model.** ``outdir/model/`` holds ``nequip.ckpt`` (the best-validation checkpoint, which
   NequIP's ``load_saved_model`` and ``NequIPCalculator`` read) and ``meta.json`` (type names,
   r_max, the epoch of the checkpoint, settings, init model).
@@ -81,7 +81,9 @@ from typing import Any
 import ase.io
 import pandas as pd
 
-from mlff2d import checkpoints, divergence
+from mlff2d.training import checkpoints
+
+from mlff2d.training import divergence
 from mlff2d.families import METRIC_COLUMNS, FamilySpec, _nequip_callbacks, pick_device
 from mlff2d.families._nequip_callbacks import DIVERGED, OUT_OF_PLANE_ROWS_COLS  # noqa: F401  (part of this module's API)
 from mlff2d.families._nequip_config import hydra_config

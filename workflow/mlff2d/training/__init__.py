@@ -1,0 +1,1 @@
+"""Training (thesis 4.2): sweep points, checkpoints, divergence; the families are in mlff2d.families."""
