@@ -117,6 +117,9 @@ def test_config_masks_out_of_plane_stress_and_rejects_unknown_settings(tmp_path:
         nequip._settings({"max_L": 2})
     with pytest.raises(ValueError, match="stress_weight"):
         nequip._settings({"stress_weight": 0})
+    with pytest.raises(ValueError, match="freeze_blocks"):
+        nequip._settings({"freeze_blocks": 1})
+    assert nequip._settings({"freeze_blocks": 0})["freeze_blocks"] == 0  # what train-alloy passes for transfer
 
 
 def test_element_energy_shifts_fitted_on_train_and_refitted_on_transfer(tmp_path: Path) -> None:

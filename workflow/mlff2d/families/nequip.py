@@ -57,7 +57,7 @@ neighbour count), Adam.
   With ``refit_element_energies`` (the default) the per-element energy shifts of the target's
   elements are refitted on its training set (``nequip.model.modify`` with
   ``modify_PerTypeScaleShift``, NequIP's fine-tuning recipe), as normal training fits them;
-  else the initial model's are kept. No blocks are frozen (no such setting).
+  else the initial model's are kept. No blocks are frozen: ``freeze_blocks`` must be 0.
 * **Element energies.** ``fit_element_energies`` (the default) sets the per-type energy shifts
   to per-element energies fitted by least squares on the training set
   (:func:`mlff2d.families.element_energies`); an element absent from it gets the mean per-atom
@@ -125,6 +125,8 @@ DEFAULTS: dict[str, Any] = {
     "fit_element_energies": True,
     # transfer (only with init_model): refit those shifts on the target training set (else keep the initial model's)
     "refit_element_energies": True,
+    # transfer: freezing interaction blocks is not implemented for NequIP (only 0 is accepted)
+    "freeze_blocks": 0,
     **divergence.DEFAULTS,
 }
 
@@ -143,6 +145,8 @@ def _settings(params: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError("epochs and batch_size must be >= 1")
     if float(p["stress_weight"]) <= 0:
         raise ValueError("stress_weight must be > 0: the model must learn the in-plane stress for cell relaxation")
+    if int(p["freeze_blocks"]) != 0:
+        raise ValueError("freeze_blocks: freezing NequIP interaction blocks is not implemented; set it to 0")
     return p
 
 
