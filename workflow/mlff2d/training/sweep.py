@@ -161,8 +161,9 @@ def best_point(points: Mapping[str, str | Path]) -> str:
 def plot_validation_curves(points: Mapping[str, str | Path], stem: str | Path, title: str = "") -> list[Path]:
     """Validation MAE of energy, forces and in-plane stress against epoch, one line per sweep
     point (failed points are listed in the legend as failed, with their reason). A panel is
-    logarithmic only where its values span more than a decade; epochs are integers. Writes
-    ``stem.png`` and ``stem.pdf``."""
+    logarithmic only where its values span more than a decade; epochs are integers; a family of
+    one-shot fits (one metrics row per point) shows one marker per point, said on the axis.
+    Writes ``stem.png`` and ``stem.pdf``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +176,7 @@ def plot_validation_curves(points: Mapping[str, str | Path], stem: str | Path, t
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = [("energy_mae_meV_per_atom", "energy MAE (meV/atom)"), ("forces_mae_meV_per_A", "force MAE (meV/Å)"),
               ("stress_mae", "in-plane stress MAE ({unit})")]
-    unit, drawn = "GPa", {col: [] for col, _ in panels}
+    unit, drawn, lengths = "GPa", {col: [] for col, _ in panels}, []
     for label, path in sorted(points.items()):
         status, metrics = read_point(path)
         if status["status"] != "ok" or metrics.empty:
@@ -183,11 +184,13 @@ def plot_validation_curves(points: Mapping[str, str | Path], stem: str | Path, t
             axes[0].plot([], [], linestyle="none", label=f"{label} (failed: {reason})")
             continue
         unit = str(metrics["stress_unit"].iloc[0]).replace("A3", "Å³")
+        lengths.append(len(metrics))
         for ax, (col, _) in zip(axes, panels):
-            ax.plot(metrics["epoch"], metrics[col], marker="o", markersize=3, label=label)
+            ax.plot(metrics["epoch"], metrics[col], marker="o", markersize=3 if len(metrics) > 1 else 8, label=label)
             drawn[col] += [float(v) for v in metrics[col] if math.isfinite(float(v))]
+    one_shot = bool(lengths) and max(lengths) == 1  # a kernel fit (GAP): no epochs, one point per model
     for ax, (col, ylabel) in zip(axes, panels):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("one-shot fit: the fitted model's validation errors (no epochs)" if one_shot else "epoch")
         ax.set_ylabel(ylabel.format(unit=unit))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if wide_range(drawn[col]):
