@@ -53,7 +53,10 @@ def number(value: Any) -> str:
 
 def model_label(family: str | None = None, *, dataset: str | None = None, mode: str | None = None, ecut: Any = None,
                 lr: Any = None, bs: Any = None, split: str | None = None, frac: Any = None) -> str:
-    """The label of a model from its parts; parts given as None are left out."""
+    """The label of a model from its parts; parts given as None are left out, and so are the lr
+    and batch size of a one-shot fit (a family without epochs, GAP: they name the point only)."""
+    if family and not _trains_in_epochs(family):
+        lr = bs = None
     parts = []
     if family:
         parts.append(FAMILY_NAMES.get(family, family))
@@ -72,6 +75,14 @@ def model_label(family: str | None = None, *, dataset: str | None = None, mode: 
     if frac is not None and float(frac) < 1:
         parts.append(f"{100 * float(frac):.0f} %")
     return SEP.join(parts)
+
+
+def _trains_in_epochs(family: str) -> bool:
+    """Whether ``family`` trains in epochs (its FamilySpec.epochs; True for an unknown name)."""
+    from mlff2d.families import discover
+
+    spec = discover().get(family)
+    return spec is None or spec.epochs
 
 
 def label_of(path: str | Path) -> str:

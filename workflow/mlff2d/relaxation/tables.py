@@ -31,6 +31,12 @@ def table_families(points: Sequence[tuple[str, str | Path]]) -> list[str]:
     return list(dict.fromkeys(family for family, _ in points))
 
 
+def _row_label(family: str, labels: dict[str, str]) -> str:
+    """A sweep point's row label in its family's table: its lr and batch size, or "one-shot fit"
+    for a family without epochs (GAP), whose lr and batch size only name the point."""
+    return model_label(lr=labels["lr"], bs=labels["bs"]) if model_label(family, lr=1, bs=1) != model_label(family) else "one-shot fit"
+
+
 def point_status(point_dir: Path, relax_set: str) -> tuple[str, dict[str, Any] | None]:
     """('ok', summary) when evaluated; otherwise ('failed' | 'pending', None)."""
     status_file = point_dir / "status.json"
@@ -52,7 +58,7 @@ def collect(points: Sequence[tuple[str, str | Path]], sets: Sequence[str], basel
         labels = point_labels(point)
         for relax_set in sets:
             status, summary = point_status(Path(point), relax_set)
-            rows.append({"family": family, **labels, "model": model_label(lr=labels["lr"], bs=labels["bs"]), "set": relax_set,
+            rows.append({"family": family, **labels, "model": _row_label(family, labels), "set": relax_set,
                          "status": status, "point": str(point), **flat(summary)})
     if baseline_dir is not None:
         for relax_set in sets:
