@@ -30,10 +30,13 @@ def count_frames(path: str | Path) -> int:
     return count
 
 
-def resume_checkpoint(outdir: Path, tag: str) -> bool:
+def resume_checkpoint(outdir: Path, tag: str, guard_notes: list[str] | None = None) -> bool:
     """Whether MACE resumes: its newest checkpoint of ``tag`` that is readable; newer unreadable
     ones are set aside (see :mod:`mlff2d.training.checkpoints`), and with none left the run starts
-    afresh (MACE's per-epoch results of the old run set aside too). Recorded in resume.json."""
+    afresh (MACE's per-epoch results of the old run set aside too). ``guard_notes``: checkpoints
+    of other settings already set aside (:func:`~mlff2d.training.checkpoints.settings_guard`).
+    Recorded in resume.json."""
+    notes_before = list(guard_notes or [])
     pattern = re.compile(rf"^{re.escape(tag)}_epoch-(\d+)(_swa)?\.pt$")
     folder = outdir / "checkpoints"
     found = [(int(m.group(1)), bool(m.group(2)), p) for p in (folder.iterdir() if folder.is_dir() else [])
@@ -43,9 +46,9 @@ def resume_checkpoint(outdir: Path, tag: str) -> bool:
         _, more = checkpoints.first_readable([p for _, swa, p in sorted(found, reverse=True) if not swa and p.exists()])
         notes += more
     results = outdir / "mace" / "results" / f"{tag}_train.txt"
-    if ckpt is None and notes and results.exists():
+    if ckpt is None and (notes or notes_before) and results.exists():
         results.replace(results.with_name(results.name + ".before-fresh-start"))
-    checkpoints.record_resume(outdir, ckpt, notes)
+    checkpoints.record_resume(outdir, ckpt, notes_before + notes)
     return ckpt is not None
 
 

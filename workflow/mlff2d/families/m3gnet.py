@@ -151,6 +151,7 @@ def train(
     p = _settings(params)
     data_dir, outdir = Path(data_dir), Path(outdir).absolute()
     outdir.mkdir(parents=True, exist_ok=True)
+    guard_notes = [] if worker_process() else checkpoints.settings_guard(outdir, {**p, "init_model": str(init_model or "")}, data_dir)
     device = pick_device(device)
     pl.seed_everything(int(p["seed"]), workers=True)
 
@@ -172,7 +173,7 @@ def train(
     module = _lightning_module(model, refs, data_mean, data_std, p)
     recorder = epoch_recorder(outdir, p["divergence_factor"])
     trainer = _trainer(p, outdir, device, int(devices), recorder)
-    _fit(trainer, module, train_loader, val_loader, recorder, outdir)
+    _fit(trainer, module, train_loader, val_loader, recorder, outdir, guard_notes)
 
     path = outdir / "model"
     if not trainer.is_global_zero:  # a DDP worker rank: rank 0 saves the model
@@ -285,12 +286,14 @@ def _trainer(p: Mapping[str, Any], outdir: Path, device: str, devices: int, reco
     )
 
 
-def _fit(trainer: Any, module: Any, train_loader: Any, val_loader: Any, recorder: Any, outdir: Path) -> None:
-    """Fit, resuming from the newest readable checkpoint (recorded in resume.json by rank 0)."""
+def _fit(trainer: Any, module: Any, train_loader: Any, val_loader: Any, recorder: Any, outdir: Path,
+         guard_notes: list[str]) -> None:
+    """Fit, resuming from the newest readable checkpoint (recorded in resume.json by rank 0, with
+    ``guard_notes``: checkpoints of other settings set aside)."""
     last = outdir / "checkpoints" / "last.ckpt"
     ckpt, notes = checkpoints.first_readable([last, checkpoints.previous_path(last)])
     if not worker_process():  # rank 0 has set aside what the workers no longer see
-        checkpoints.record_resume(outdir, ckpt, notes)
+        checkpoints.record_resume(outdir, ckpt, guard_notes + notes)
     if ckpt is not None:
         logger.info("resuming %s from %s", outdir, ckpt)
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=False)

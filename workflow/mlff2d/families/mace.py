@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlff2d.training import divergence
+from mlff2d.training import checkpoints, divergence
 from mlff2d.families import FamilySpec, pick_device
 from mlff2d.families._mace_batch import evaluate_batch
 from mlff2d.families._mace_files import count_frames, read_metrics, resume_checkpoint
@@ -219,7 +219,8 @@ def train(
     data_dir, outdir = Path(data_dir).resolve(), Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     tag = f"{p['name']}_run-{p['seed']}"
-    restart = resume_checkpoint(outdir, tag)
+    guard = checkpoints.settings_guard(outdir, {**p, "init_model": str(init_model) if init_model else None}, data_dir)
+    restart = resume_checkpoint(outdir, tag, guard)
     model_dir = outdir / "mace" / "models"
     if model_dir.is_dir():  # MACE writes fresh ones at the end; never pick up stale ones
         shutil.rmtree(model_dir)

@@ -209,8 +209,9 @@ def train(
     device = pick_device(device) if device else _default_device()
 
     last = outdir / "checkpoints" / "last.ckpt"
+    guard = checkpoints.settings_guard(outdir, {**p, "init_model": str(init_model) if init_model else None}, data_dir)
     ckpt, notes = checkpoints.first_readable([last, checkpoints.previous_path(last)])
-    checkpoints.record_resume(outdir, ckpt, notes)
+    checkpoints.record_resume(outdir, ckpt, guard + notes)
     (outdir / DIVERGED).unlink(missing_ok=True)
     config = hydra_config(data_dir, outdir, symbols, p, device, init_ckpt, ckpt)
     (outdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

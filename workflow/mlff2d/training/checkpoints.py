@@ -6,13 +6,22 @@ the newest readable candidate; an unreadable one (cut short by a kill, a full di
 is set aside as ``<name>.unreadable`` and the next is tried, else training starts afresh.
 What happened is written to ``<outdir>/resume.json`` (:func:`record_resume`), which
 :func:`mlff2d.training.sweep.train_point` copies into ``status.json`` and the log.
+
+A checkpoint is resumed only by a training with the same settings and data
+(:func:`settings_guard`): ``checkpoints/settings.json`` records both (every setting but
+``epochs``, which a resumed run may extend, and a digest of every training file). When they
+differ, the checkpoints are set aside as ``checkpoints.superseded`` and the training starts
+afresh, saying which settings changed; a model trained with other settings never passes as
+the result of new ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +30,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.json"
+SETTINGS_FILE = "settings.json"
+#: Settings a resumed training may change: more epochs continue the run.
+RESUMABLE = ("epochs", "num_workers")
 
 
 def readable(path: str | Path) -> bool:
@@ -75,3 +87,50 @@ def record_resume(outdir: str | Path, resumed_from: str | Path | None, notes: Se
         log.info("resume: %s", record)
     Path(outdir, RESUME_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stamp(settings: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:
+    """The settings (but :data:`RESUMABLE`) and the digest of every file of ``data_dir``."""
+    kept = {k: v for k, v in settings.items() if k not in RESUMABLE}
+    files = sorted(p for p in Path(data_dir).iterdir() if p.is_file()) if Path(data_dir).is_dir() else []
+    return json.loads(json.dumps({"settings": kept, "data": {p.name: _digest(p) for p in files}}, default=str))
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two stamps, in words."""
+    diff = [f"{k}: {old['settings'].get(k)!r} -> {new['settings'].get(k)!r}"
+            for k in sorted(set(old.get("settings", {})) | set(new["settings"])) if old.get("settings", {}).get(k) != new["settings"].get(k)]
+    diff += [f"training file {k} changed" for k in sorted(set(old.get("data", {})) | set(new["data"])) if old.get("data", {}).get(k) != new["data"].get(k)]
+    return diff
+
+
+def settings_guard(outdir: str | Path, settings: dict[str, Any], data_dir: str | Path, folder: str = "checkpoints") -> list[str]:
+    """Keep ``outdir/<folder>`` only if it was written with these settings and data; else set it
+    aside as ``<folder>.superseded`` (replacing an older one). Records the stamp; returns notes
+    for :func:`record_resume` (empty when nothing was set aside)."""
+    ckpt_dir = Path(outdir) / folder
+    new = _stamp(dict(settings), data_dir)
+    notes: list[str] = []
+    stamp_file = ckpt_dir / SETTINGS_FILE
+    has_checkpoints = ckpt_dir.is_dir() and any(p.name != SETTINGS_FILE for p in ckpt_dir.iterdir())
+    if has_checkpoints:
+        old = json.loads(stamp_file.read_text()) if stamp_file.exists() else {"settings": {}, "data": {}}
+        changed = _changes(old, new) if stamp_file.exists() else ["no record of the settings they were written with"]
+        if changed:
+            aside = ckpt_dir.with_name(f"{folder}.superseded")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(ckpt_dir, aside)
+            notes.append(f"the checkpoints were written with other settings or data ({'; '.join(changed[:8])}): "
+                         f"set aside as {aside.name}, training starts afresh")
+            log.warning("%s", notes[-1])
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(new, indent=2) + "\n")
+    return notes
