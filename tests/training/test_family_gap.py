@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ase import Atoms
-from ase.build import mx2
-from ase.calculators.lj import LennardJones
+from lj_monolayers import ref_labelled
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 pytest.importorskip("quippy")
@@ -38,24 +37,7 @@ TINY = {"cutoff_2b": 4.0, "n_sparse_2b": 10, "delta_2b": 0.5, "theta_2b": 1.0, "
 
 def frames(n: int, seed: int) -> list[Atoms]:
     """MoS2 / WS2 monolayers (1x1 and 2x1, 15 Å vacuum) with LJ labels as REF_* keys."""
-    rng = np.random.default_rng(seed)
-    calc = LennardJones(sigma=2.1, epsilon=0.05, rc=4.0, smooth=True)
-    out = []
-    for i in range(n):
-        atoms = mx2(f"{'Mo' if i % 2 else 'W'}S2", a=3.19, thickness=3.13, vacuum=7.5)
-        if i % 3 == 0:
-            atoms = atoms.repeat((2, 1, 1))
-        strain = np.eye(3)
-        strain[:2, :2] += rng.normal(0, 0.02, (2, 2))
-        atoms.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        atoms.pbc = True
-        atoms.calc = calc
-        atoms.info["REF_energy"], atoms.info["REF_stress"] = float(atoms.get_potential_energy()), atoms.get_stress()
-        atoms.arrays["REF_forces"] = atoms.get_forces()
-        atoms.calc = None
-        out.append(atoms)
-    return out
+    return ref_labelled(n, seed)
 
 
 def write_data(d: Path) -> Path:

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ase import Atoms
-from ase.build import mx2
-from ase.calculators.lj import LennardJones
+from lj_monolayers import ref_labelled
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch = pytest.importorskip("torch")
@@ -52,27 +51,7 @@ TINY = {
 def frames(n: int, seed: int) -> list[Atoms]:
     """MoS2 / WS2 monolayers (1x1 and 2x1, 15 Å vacuum), rattled and strained in-plane,
     labelled by a Lennard-Jones potential and written the way :func:`mlff2d.data.export.mace_atoms` does."""
-    rng = np.random.default_rng(seed)
-    calc = LennardJones(sigma=2.1, epsilon=0.05, rc=4.0, smooth=True)
-    out = []
-    for i in range(n):
-        metal = "Mo" if i % 2 else "W"
-        atoms = mx2(f"{metal}S2", a=3.19, thickness=3.13, vacuum=7.5)
-        if i % 3 == 0:
-            atoms = atoms.repeat((2, 1, 1))
-        strain = np.eye(3)
-        strain[:2, :2] += rng.normal(0, 0.02, (2, 2))
-        atoms.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        atoms.pbc = True
-        atoms.calc = calc
-        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
-        atoms.calc = None
-        atoms.info["REF_energy"] = float(energy)
-        atoms.arrays["REF_forces"] = forces
-        atoms.info["REF_stress"] = stress
-        out.append(atoms)
-    return out
+    return ref_labelled(n, seed)
 
 
 def write_data(d: Path, garbage_out_of_plane: bool = False) -> Path:

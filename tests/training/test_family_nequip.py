@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ase import Atoms
-from ase.build import mx2
-from ase.calculators.lj import LennardJones
+from lj_monolayers import lj_monolayers
 from ase.calculators.singlepoint import SinglePointCalculator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,20 +38,9 @@ def frames(n: int, seed: int, garbage_out_of_plane: bool = False) -> list[Atoms]
     a Lennard-Jones potential through a single-point calculator, as the ``nequip`` export writes
     them (ASE ``energy``, ``forces``, ``stress`` in eV/Å³). ``garbage_out_of_plane``: huge xz, yz,
     zz stress labels (1 eV/Å³, 160 GPa)."""
-    rng, junk = np.random.default_rng(seed), np.random.default_rng(seed + 100)
-    calc = LennardJones(sigma=2.1, epsilon=0.05, rc=4.0, smooth=True)
+    junk = np.random.default_rng(seed + 100)
     out = []
-    for i in range(n):
-        atoms = mx2(f"{'Mo' if i % 2 else 'W'}S2", a=3.19, thickness=3.13, vacuum=7.5)
-        if i % 3 == 0:
-            atoms = atoms.repeat((2, 1, 1))
-        strain = np.eye(3)
-        strain[:2, :2] += rng.normal(0, 0.02, (2, 2))
-        atoms.set_cell(atoms.cell[:] @ strain, scale_atoms=True)
-        atoms.rattle(0.05, seed=int(rng.integers(1 << 30)))
-        atoms.pbc = True
-        atoms.calc = calc
-        energy, forces, stress = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+    for i, (atoms, energy, forces, stress) in enumerate(lj_monolayers(n, seed)):
         if garbage_out_of_plane:
             stress[2:5] = 1.0 + junk.random(3)  # zz, yz, xz
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, stress=stress)

@@ -36,6 +36,7 @@ functions, so reading ``SPEC`` and ``DEFAULTS`` is cheap.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -156,15 +157,21 @@ def _register_module(module_name: str) -> None:
     register(spec if spec.module else FamilySpec(**{**spec.__dict__, "module": module.__name__}))
 
 
+@functools.lru_cache(maxsize=1)
+def _builtin_modules() -> tuple[str, ...]:
+    """The family modules of this package (not ``_private`` ones), M3GNet and MACE first; the
+    folder is listed once per process, not at every lookup."""
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return tuple(f"{__name__}.{n}" for n in sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n)))
+
+
 def discover() -> dict[str, FamilySpec]:
     """Register the ``SPEC`` of every module of this package and of every plug-in module named
     in ``MLFF2D_FAMILY_MODULES`` (each once); returns the registry."""
     import os
 
-    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
-    builtin = [f"{__name__}.{n}" for n in sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))]
     plugins = [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
-    for module_name in builtin + plugins:
+    for module_name in (*_builtin_modules(), *plugins):
         if module_name not in _discovered:
             _discovered.add(module_name)
             _register_module(module_name)

@@ -15,6 +15,7 @@ import pandas as pd
 from ase.data import chemical_symbols
 
 from mlff2d.data.export import OUT_OF_PLANE_3X3
+from mlff2d.training.checkpoints import file_digest
 
 
 SPLIT_FILES = {"train": "train.parquet", "val": "val.parquet"}
@@ -65,14 +66,6 @@ def check_elements(frame: pd.DataFrame, element_types: tuple[str, ...], where: s
         raise ValueError(f"{where}: elements {missing} are not in the model's element_types")
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dataset(frame: pd.DataFrame, source: Path, element_types: tuple[str, ...], cutoff: float, cache: Path) -> Any:
     """An ``MGLDataset`` of one split, cached under ``cache/<split>-<key>``.
 
@@ -83,7 +76,7 @@ def dataset(frame: pd.DataFrame, source: Path, element_types: tuple[str, ...], c
     from matgl.graph.data import MGLDataset
 
     key = hashlib.sha256(
-        json.dumps([_file_digest(source), list(element_types), cutoff, list(OUT_OF_PLANE_3X3), _LABEL_VERSION]).encode()
+        json.dumps([file_digest(source), list(element_types), cutoff, list(OUT_OF_PLANE_3X3), _LABEL_VERSION]).encode()
     ).hexdigest()[:16]
     root = cache / f"{source.stem}-{key}"
     return MGLDataset(

@@ -89,7 +89,8 @@ def record_resume(outdir: str | Path, resumed_from: str | Path | None, notes: Se
     return record
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: str | Path) -> str:
+    """The SHA-256 of a file's content (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -101,7 +102,7 @@ def _stamp(settings: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:
     """The settings (but :data:`RESUMABLE`) and the digest of every file of ``data_dir``."""
     kept = {k: v for k, v in settings.items() if k not in RESUMABLE}
     files = sorted(p for p in Path(data_dir).iterdir() if p.is_file()) if Path(data_dir).is_dir() else []
-    return json.loads(json.dumps({"settings": kept, "data": {p.name: _digest(p) for p in files}}, default=str))
+    return json.loads(json.dumps({"settings": kept, "data": {p.name: file_digest(p) for p in files}}, default=str))
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
